@@ -526,6 +526,9 @@ async def _write_sse(request: web.Request, gen_id: str, frames: Sequence[bytes],
         await resp.write_eof()
     except ConnectionError:
         request.app[FAKE_STATE].client_disconnects += 1
+    except asyncio.CancelledError:  # servers run with handler_cancellation see the client leave this way
+        request.app[FAKE_STATE].client_disconnects += 1
+        raise
     return resp
 
 

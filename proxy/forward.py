@@ -1,0 +1,217 @@
+"""The proxy route: parse -> authorise -> cache lookup -> forward -> record.
+
+Bodies are relayed as bytes; the request JSON is parsed once (model, stream flag, cache key) and only
+re-serialised when the proxy must change it (asking a stream for its usage).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from logstore.record import CallRecord
+from proxy.auth import require_token
+from proxy.cached import CacheContext, cache_context, serve_hit
+from proxy.errors import ProxyError
+from proxy.keys import SETTINGS, UPSTREAM
+from proxy.middleware import CALL_RECORD, REQUEST_ID, proxy_tail
+from proxy.streaming import SSEWatcher
+from proxy.tokens import Token
+from proxy.upstream import map_upstream_error, request_headers, response_headers
+
+__all__ = ["proxy_handler"]
+
+# endpoints the proxy knows: allowed methods; everything else is passed through unchanged
+_METHODS: dict[str, frozenset[str]] = {
+    "chat/completions": frozenset({"POST"}),
+    "completions": frozenset({"POST"}),
+    "embeddings": frozenset({"POST"}),
+    "models": frozenset({"GET"}),
+    "responses": frozenset({"POST"}),
+}
+_JSON_BODY = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+# streams where OpenAI-style `stream_options.include_usage` asks for a final usage chunk
+_USAGE_OPTION = frozenset({"chat/completions", "completions"})
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise ProxyError(400, "Request body is empty; expected a JSON object.", "invalid_json")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProxyError(400, f"Request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise ProxyError(400, "Request body must be a JSON object.", "invalid_json")
+    return payload
+
+
+def _observe_json(record: CallRecord, obj: Any, status: int, preview_chars: int) -> None:
+    if not isinstance(obj, dict):
+        return
+    if status >= 400:
+        err = obj.get("error")
+        record.error = (err.get("message") if isinstance(err, dict) else str(err or ""))[:1000] or f"HTTP {status}"
+        return
+    record.generation_id = obj.get("id")
+    record.response_model = obj.get("model")
+    record.provider = obj.get("provider")
+    record.usage = obj.get("usage")
+    choices = obj.get("choices")
+    if choices and isinstance(choices, list):
+        first = choices[0]
+        msg = first.get("message") if isinstance(first, dict) else None
+        text = msg.get("content") if isinstance(msg, dict) else first.get("text")
+        if isinstance(text, str):
+            record.response_preview = text[:preview_chars]
+
+
+async def proxy_handler(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    record = request[CALL_RECORD]
+    tail = proxy_tail(request.path)
+    allowed = _METHODS.get(tail)
+    if allowed is not None and request.method not in allowed:
+        raise ProxyError(405, f"{request.method} is not supported on /v1/{tail}; use {', '.join(sorted(allowed))}.",
+                         "method_not_allowed", headers={"Allow": ", ".join(sorted(allowed))})
+
+    token = await require_token(request)
+    record.token_id = token.id
+    record.token_name = token.name
+    record.upstream_id = token.upstream or "default"
+
+    body = await request.read()
+    payload: dict[str, Any] | None = None
+    stream = False
+    hold_usage = False
+    if request.method == "POST" and tail in _JSON_BODY:
+        payload = _parse_body(body)
+        model = payload.get("model")
+        record.model_requested = model if isinstance(model, str) else None
+        record.request_json = payload
+        stream = payload.get("stream") is True
+        record.streamed = stream
+
+    cache_ctx: CacheContext | None = None
+    if payload is not None:
+        cache_ctx = await cache_context(request, token, tail, payload, record)
+        if cache_ctx is not None and cache_ctx.hit is not None:
+            return await serve_hit(request, cache_ctx, stream, record)
+
+    if stream and tail in _USAGE_OPTION and payload is not None:
+        options = payload.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage")):
+            # ask for the usage chunk so the call can be accounted; the client never sees it
+            payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            body = orjson.dumps(payload)
+            hold_usage = True
+
+    if cache_ctx is not None and cache_ctx.leader_lock is not None:
+        async with cache_ctx.leader_lock:
+            # a concurrent identical request may have filled the cache while we waited our turn
+            if await cache_ctx.recheck():
+                return await serve_hit(request, cache_ctx, stream, record)
+            return await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
+    return await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
+
+
+def _upstream_url(settings_url: str, token: Token, tail: str, query: str) -> str:
+    base = token.upstream if token.upstream.startswith(("http://", "https://")) else settings_url
+    url = f"{base.rstrip('/')}/{tail}"
+    return f"{url}?{query}" if query else url
+
+
+async def _forward(request: web.Request, settings, token: Token, tail: str, body: bytes, stream: bool,
+                   hold_usage: bool, record: CallRecord, cache_ctx: CacheContext | None) -> web.StreamResponse:
+    session = request.app[UPSTREAM]
+    url = _upstream_url(settings.upstream_url, token, tail, request.query_string)
+    headers = request_headers(request.headers, settings.openrouter_api_key, settings.http_referer, settings.x_title)
+    started = time.perf_counter()
+    try:
+        async with session.request(request.method, url, data=body or None, headers=headers) as upstream:
+            is_sse = upstream.content_type == "text/event-stream"
+            if stream and upstream.status == 200 and is_sse:
+                return await _relay_stream(request, upstream, hold_usage, record, cache_ctx, started, settings)
+            data = await upstream.read()
+            status = upstream.status
+            out_headers = response_headers(upstream.headers)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise map_upstream_error(exc) from None
+    record.ttfb_ms = (time.perf_counter() - started) * 1000.0
+    if upstream.content_type == "application/json" or (data[:1] == b"{" and not is_sse):
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            if status == 200:
+                raise ProxyError(502, "The upstream answered 200 with a body that is not valid JSON.",
+                                 "upstream_malformed_response") from None
+            obj = None
+        _observe_json(record, obj, status, settings.log_preview_chars)
+        if cache_ctx is not None and status == 200 and isinstance(obj, dict):
+            cache_ctx.store_later(obj)
+    elif status >= 400:
+        record.error = data[:500].decode(errors="replace") or f"HTTP {status}"
+    resp = web.Response(status=status, body=data, headers=out_headers)
+    if cache_ctx is not None:
+        resp.headers["X-Cache"] = cache_ctx.header
+    return resp
+
+
+async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, hold_usage: bool,
+                        record: CallRecord, cache_ctx: CacheContext | None, started: float,
+                        settings) -> web.StreamResponse:
+    assembler = cache_ctx.assembler() if cache_ctx is not None else None
+    watcher = SSEWatcher(hold_usage_only=hold_usage, preview_limit=settings.log_preview_chars,
+                         on_event=assembler.feed if assembler is not None else None)
+    resp = web.StreamResponse(status=200, headers=response_headers(upstream.headers))
+    resp.headers["X-Request-Id"] = request[REQUEST_ID]
+    resp.headers["Cache-Control"] = "no-cache"
+    if cache_ctx is not None:
+        resp.headers["X-Cache"] = cache_ctx.header
+    await resp.prepare(request)
+    complete = False
+    try:
+        async for chunk in upstream.content.iter_any():
+            out = watcher.feed(chunk)
+            if out:
+                await resp.write(out)
+                if record.ttfb_ms is None:
+                    record.ttfb_ms = (time.perf_counter() - started) * 1000.0
+        rest = watcher.flush()
+        if rest:
+            await resp.write(rest)
+        complete = True
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # headers are gone already: tell the client in-band, as OpenRouter does, and end the stream
+        err = map_upstream_error(exc)
+        record.status, record.error = err.status, err.message
+        try:
+            await resp.write(b"data: " + orjson.dumps({"error": {"message": err.message, "code": err.code}})
+                             + b"\n\n")
+        except ConnectionResetError:
+            pass
+    except ConnectionResetError:
+        record.status, record.error = 499, "client closed the connection during the stream"
+        return resp
+    finally:
+        record.response_model = watcher.model
+        record.provider = watcher.provider
+        record.generation_id = watcher.generation_id
+        record.usage = watcher.usage
+        record.response_preview = "".join(watcher.preview)[: settings.log_preview_chars] or None
+        if watcher.error is not None and record.error is None:
+            err = watcher.error
+            record.error = (err.get("message") if isinstance(err, dict) else str(err))[:1000]
+    if complete and watcher.error is None and assembler is not None and cache_ctx is not None:
+        result = assembler.result()
+        if result is not None:
+            cache_ctx.store_later(result)
+    if complete and not watcher.done and record.error is None:
+        record.error = "upstream stream ended without [DONE]"
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,34 @@
+"""Typed application keys: every piece of state the app holds, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from cache.response_cache import ResponseCache
+    from logstore.pricing import PricingTable
+    from logstore.writer import LogWriter
+    from proxy.auth import TokenAuthenticator
+    from proxy.metrics import Metrics
+
+__all__ = [
+    "SETTINGS", "REDIS", "PG_POOL", "UPSTREAM", "AUTH", "LOG_WRITER", "PRICING", "RESPONSE_CACHE", "METRICS",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+UPSTREAM = web.AppKey("upstream_session", aiohttp.ClientSession)
+PG_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pg_pool")
+AUTH: web.AppKey[TokenAuthenticator] = web.AppKey("auth")
+LOG_WRITER: web.AppKey[LogWriter] = web.AppKey("log_writer")
+PRICING: web.AppKey[PricingTable] = web.AppKey("pricing")
+RESPONSE_CACHE: web.AppKey[ResponseCache] = web.AppKey("response_cache")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -1,0 +1,158 @@
+"""Settings: one frozen dataclass, built in one place from flags and the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "SettingsError", "load_settings", "OPENROUTER_BASE_URL"]
+
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value we cannot use; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstream_url: str = OPENROUTER_BASE_URL
+    workers: int = 1
+    data_dir: Path = Path(".orcache")
+    redis_url: str | None = None
+    database_url: str | None = None
+    openrouter_api_key: str | None = None
+    admin_token: str | None = None
+    key_prefix: str = "orcache"
+
+    # HTTP limits and upstream behaviour
+    max_body_bytes: int = 8 * 1024 * 1024
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 300.0
+    upstream_pool_size: int = 256
+    http_referer: str | None = None
+    x_title: str | None = "orcache"
+
+    # token lookups: seconds a token record is trusted in-process (pub/sub invalidates sooner)
+    token_cache_seconds: float = 1.0
+
+    # response cache
+    cache_enabled: bool = True
+    cache_timeout_ms: float = 25.0
+    embeddings: str = "local"  # "local" (MiniLM), "off", or an OpenAI-compatible base URL
+    embeddings_model: str = "text-embedding-3-small"
+    embeddings_api_key: str | None = None
+    single_flight_timeout: float = 60.0
+
+    # usage logging
+    logging_enabled: bool = True
+    log_queue_size: int = 50_000
+    log_batch_size: int = 2_000
+    log_flush_interval: float = 0.2
+    log_preview_chars: int = 200
+    log_store_bodies: bool = False
+    log_retention_days: int = 0  # 0 keeps rows for ever
+    pricing_refresh_seconds: float = 3600.0
+    enrich_generations: bool = False
+
+    # process-level logging
+    log_level: str = "info"
+    log_format: str = "auto"  # "json", "console", or "auto" (console when stdout is a terminal)
+
+    ui_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "ui_static")
+    # a browser session cookie lives this long
+    session_ttl_seconds: int = 12 * 3600
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# setting name -> environment variable. Flags of `orcache serve` use the same names.
+ENV_NAMES: dict[str, str] = {
+    "host": "ORCACHE_HOST",
+    "port": "ORCACHE_PORT",
+    "upstream_url": "ORCACHE_UPSTREAM_URL",
+    "workers": "ORCACHE_WORKERS",
+    "data_dir": "ORCACHE_DATA_DIR",
+    "redis_url": "REDIS_URL",
+    "database_url": "DATABASE_URL",
+    "openrouter_api_key": "OPENROUTER_API_KEY",
+    "admin_token": "ORCACHE_ADMIN_TOKEN",
+}
+
+
+def _env_name(name: str) -> str:
+    return ENV_NAMES.get(name, "ORCACHE_" + name.upper())
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    key = _env_name(name)
+    try:
+        if isinstance(default, bool):
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw).expanduser()
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a valid {type(default).__name__}") from None
+    return raw
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings: defaults < environment < explicit overrides (command-line flags)."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        default = getattr(defaults, f.name)
+        raw = env.get(_env_name(f.name))
+        if raw is not None and raw != "":
+            values[f.name] = _convert(f.name, raw, default if default is not None else "")
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    settings = replace(defaults, **values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not (0 < s.port < 65536):
+        raise SettingsError(f"ORCACHE_PORT={s.port} must be between 1 and 65535")
+    if s.workers < 1:
+        raise SettingsError(f"ORCACHE_WORKERS={s.workers} must be at least 1")
+    if not s.upstream_url.startswith(("http://", "https://")):
+        raise SettingsError(f"ORCACHE_UPSTREAM_URL={s.upstream_url!r} must be an http(s) URL")
+    if s.max_body_bytes < 1024:
+        raise SettingsError("ORCACHE_MAX_BODY_BYTES must be at least 1024")
+    if s.log_format not in {"auto", "json", "console"}:
+        raise SettingsError(f"ORCACHE_LOG_FORMAT={s.log_format!r} must be auto, json or console")

@@ -1,0 +1,84 @@
+"""The one upstream ClientSession, header relay rules, and upstream failures mapped to client errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.errors import ProxyError
+from proxy.keys import SETTINGS, UPSTREAM
+
+__all__ = ["upstream_ctx", "request_headers", "response_headers", "map_upstream_error"]
+
+# hop-by-hop (RFC 9110 7.6.1) plus what the proxy itself owns or must not forward
+_DROP_REQUEST = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key", "cookie",
+    "accept-encoding", "expect", "x-cache-threshold", "cache-control", "x-request-id", "forwarded",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+})
+_DROP_REQUEST_PREFIXES = ("x-orcache-",)
+_DROP_RESPONSE = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "content-length", "content-encoding", "server", "date", "set-cookie",
+    "x-request-id", "alt-svc", "cf-ray", "via",
+})
+
+
+def request_headers(incoming: CIMultiDictProxy[str], api_key: str | None, referer: str | None,
+                    title: str | None) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        low = name.lower()
+        if low in _DROP_REQUEST or low.startswith(_DROP_REQUEST_PREFIXES):
+            continue
+        out.add(name, value)
+    if api_key:
+        out["Authorization"] = f"Bearer {api_key}"
+    # OpenRouter attribution: the client's own headers win over the configured defaults
+    if referer and "HTTP-Referer" not in out:
+        out["HTTP-Referer"] = referer
+    if title and "X-Title" not in out:
+        out["X-Title"] = title
+    return out
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        low = name.lower()
+        if low in _DROP_RESPONSE:
+            if low == "x-request-id":
+                out.add("X-Upstream-Request-Id", value)
+            continue
+        out.add(name, value)
+    return out
+
+
+def map_upstream_error(exc: BaseException) -> ProxyError:
+    """One place that turns client-side failures talking to the upstream into what our client sees."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return ProxyError(504, "The upstream did not answer in time.", "upstream_timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ProxyError(502, "Could not connect to the upstream.", "upstream_unreachable")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ProxyError(502, "The upstream closed the response before it was complete.", "upstream_incomplete")
+    return ProxyError(502, f"Upstream connection failed ({type(exc).__name__}).", "upstream_connection_error")
+
+
+async def upstream_ctx(app: web.Application):
+    s = app[SETTINGS]
+    connector = aiohttp.TCPConnector(limit=s.upstream_pool_size, limit_per_host=s.upstream_pool_size,
+                                     ttl_dns_cache=300, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.upstream_connect_timeout,
+                                    sock_read=s.upstream_read_timeout)
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False,
+                                    json_serialize=lambda o: orjson.dumps(o).decode(),
+                                    skip_auto_headers=("User-Agent",), auto_decompress=True)
+    app[UPSTREAM] = session
+    yield
+    await session.close()
