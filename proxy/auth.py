@@ -62,6 +62,7 @@ class TokenAuthenticator:
         self._cache: dict[str, tuple[Token, float]] = {}
         self._admin_sha: str | None = hash_secret(settings.admin_token) if settings.admin_token else None
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         if self._admin_sha is None:
@@ -72,25 +73,31 @@ class TokenAuthenticator:
 
     async def stop(self) -> None:
         if self._listener is not None:
+            self._stopping = True
             self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+            # bounded: a listener stuck inside a dead connection must not hold up shutdown
+            with suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._listener, 2.0)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(events_channel(self._prefix))
-                    self._cache.clear()  # anything may have changed while we were not listening
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._cache.clear()
+                await pubsub.subscribe(events_channel(self._prefix))
+                self._cache.clear()  # anything may have changed while we were not listening
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._cache.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarts: resubscribe, trust nothing cached meanwhile
                 self._cache.clear()
                 log.warning("token_events_disconnected", error=str(exc))
                 await asyncio.sleep(0.5)
+            finally:
+                with suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     def forget(self) -> None:
         self._cache.clear()

@@ -129,10 +129,10 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
     lookup = await cache.lookup(token, fp, min_threshold=min_threshold)
     metrics = app[METRICS]
     if lookup.status in _HEADER:
-        metrics.cache.labels(lookup.status).inc()
+        metrics.cache_result(lookup.status)
         return CacheContext(cache, token, fp, lookup, store=False, ttl=ttl, header=_HEADER[lookup.status],
                             include_usage=include_usage)
-    metrics.cache.labels("miss").inc()
+    metrics.cache_result("miss")
     record.cache_status = "miss"
     ctx = CacheContext(cache, token, fp, lookup, store=not skip_store and ttl > 0, ttl=ttl, header="MISS",
                        include_usage=include_usage)
@@ -154,6 +154,8 @@ async def serve_hit(request: web.Request, ctx: CacheContext, stream: bool, recor
     record.response_model = response.get("model")
     record.provider = response.get("provider")
     headers = {"X-Cache": _HEADER[lookup.status], "X-Request-Id": rid}
+    if record.request_id != rid:
+        headers["X-Orcache-Request-Id"] = record.request_id
     if lookup.similarity is not None and lookup.status == "semantic":
         headers["X-Cache-Similarity"] = f"{lookup.similarity:.4f}"
     if not stream:

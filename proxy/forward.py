@@ -120,6 +120,14 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
 
 
+def _mime(content_type: str | None) -> str:
+    """The media type of a Content-Type header, as ``ClientResponse.content_type`` gives it, without the
+    email-module parsing behind that property (both sides only ever compare it with plain types)."""
+    if not content_type:
+        return "application/octet-stream"
+    return content_type.partition(";")[0].strip().lower()
+
+
 def _upstream_url(settings_url: str, token: Token, tail: str, query: str) -> str:
     base = token.upstream if token.upstream.startswith(("http://", "https://")) else settings_url
     url = f"{base.rstrip('/')}/{tail}"
@@ -134,7 +142,8 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
     started = time.perf_counter()
     try:
         async with session.request(request.method, url, data=body or None, headers=headers) as upstream:
-            is_sse = upstream.content_type == "text/event-stream"
+            mime = _mime(upstream.headers.get("Content-Type"))
+            is_sse = mime == "text/event-stream"
             if stream and upstream.status == 200 and is_sse:
                 return await _relay_stream(request, upstream, hold_usage, record, cache_ctx, started, settings)
             data = await upstream.read()
@@ -143,7 +152,7 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise map_upstream_error(exc) from None
     record.ttfb_ms = (time.perf_counter() - started) * 1000.0
-    if upstream.content_type == "application/json" or (data[:1] == b"{" and not is_sse):
+    if mime == "application/json" or (data[:1] == b"{" and not is_sse):
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -168,8 +177,11 @@ async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, 
     assembler = cache_ctx.assembler() if cache_ctx is not None else None
     watcher = SSEWatcher(hold_usage_only=hold_usage, preview_limit=settings.log_preview_chars,
                          on_event=assembler.feed if assembler is not None else None)
-    resp = web.StreamResponse(status=200, headers=response_headers(upstream.headers))
-    resp.headers["X-Request-Id"] = request[REQUEST_ID]
+    headers = response_headers(upstream.headers)
+    headers.append(("X-Request-Id", request[REQUEST_ID]))  # response_headers() never passes the upstream's on
+    if record.request_id != request[REQUEST_ID]:  # the client chose the X-Request-Id; this finds the log row
+        headers.append(("X-Orcache-Request-Id", record.request_id))
+    resp = web.StreamResponse(status=200, headers=headers)
     resp.headers["Cache-Control"] = "no-cache"
     if cache_ctx is not None:
         resp.headers["X-Cache"] = cache_ctx.header

@@ -9,6 +9,7 @@ import re
 import time
 from datetime import UTC, datetime
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -55,16 +56,25 @@ def _http_error(exc: web.HTTPException) -> web.StreamResponse:
     return exc  # redirects and the like pass as they are
 
 
-def _tags(request: web.Request, record: CallRecord) -> None:
-    headers = request.headers
-    for header, column in TAG_HEADERS.items():
-        value = headers.get(header)
-        if value is not None:
-            record.tags[column] = value[:200]
-    meta = headers.get(METADATA_HEADER)
-    if meta:
-        import orjson
+_TAG_BY_LOWER = {h.lower(): c for h, c in TAG_HEADERS.items()}
+_METADATA_LOWER = METADATA_HEADER.lower()
+_TAG_PREFIX = "x-orcache-"
 
+
+def _tags(request: web.Request, record: CallRecord) -> None:
+    # one pass over the headers (most requests carry none of ours) instead of a lookup per tag
+    meta = None
+    for name, value in request.headers.items():
+        if len(name) <= 10 or name[:10].lower() != _TAG_PREFIX:
+            continue
+        low = name.lower()
+        column = _TAG_BY_LOWER.get(low)
+        if column is not None:
+            if column not in record.tags:  # the first occurrence wins, as headers.get() would have it
+                record.tags[column] = value[:200]
+        elif low == _METADATA_LOWER and meta is None:
+            meta = value
+    if meta:
         try:
             parsed = orjson.loads(meta)
             record.metadata = parsed if isinstance(parsed, dict) else {"value": parsed}
@@ -72,14 +82,26 @@ def _tags(request: web.Request, record: CallRecord) -> None:
             record.metadata = {"raw": meta[:1000]}
 
 
+def _account(app: web.Application, record: CallRecord, elapsed: float) -> None:
+    """Hand the call to the log writer, count it, write the canonical log line: after the response is out."""
+    app[LOG_WRITER].submit(record)
+    app[METRICS].observe_request(route_label(proxy_tail(record.path)), record.status, elapsed)
+    log.info("request", method=record.method, path=record.path, status=record.status,
+             ms=round(elapsed * 1000.0, 2), cache=record.cache_status, token=record.token_id)
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler):
-    rid = request.headers.get("X-Request-Id")
-    if rid is None or _VALID_RID.fullmatch(rid) is None:
-        rid = new_request_id()
-    request[REQUEST_ID] = rid
+    # The log row's id is always ours, so a client that reuses its own id never loses a row to dedupe;
+    # a well-formed client id is still echoed back and kept in the row's metadata.
+    rid = new_request_id()
+    client_rid = request.headers.get("X-Request-Id")
+    if client_rid is not None and _VALID_RID.fullmatch(client_rid) is None:
+        client_rid = None
+    echo_rid = client_rid or rid
+    request[REQUEST_ID] = echo_rid
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=rid)
+    structlog.contextvars.bind_contextvars(request_id=echo_rid)
     started = time.perf_counter()
     path = request.path
     record: CallRecord | None = None
@@ -87,6 +109,8 @@ async def request_middleware(request: web.Request, handler):
         record = CallRecord(request_id=rid, created_at=datetime.now(UTC), method=request.method,
                             path=path)
         _tags(request, record)
+        if client_rid is not None:
+            record.metadata = {**(record.metadata or {}), "client_request_id": client_rid}
         request[CALL_RECORD] = record
     resp: web.StreamResponse | None = None
     try:
@@ -112,20 +136,18 @@ async def request_middleware(request: web.Request, handler):
             if record is not None:
                 record.error = "internal proxy error"
         if not resp.prepared:
-            resp.headers["X-Request-Id"] = rid
+            resp.headers["X-Request-Id"] = echo_rid
+            if client_rid is not None and record is not None:
+                resp.headers["X-Orcache-Request-Id"] = rid
         return resp
     finally:
         elapsed = time.perf_counter() - started
-        status = resp.status if resp is not None else 499
-        app = request.app
         if record is not None:
             if not record.status:
-                record.status = status
+                record.status = resp.status if resp is not None else 499
             record.duration_ms = elapsed * 1000.0
-            app[LOG_WRITER].submit(record)
-            route = route_label(proxy_tail(path))
-            app[METRICS].observe_request(route, record.status, elapsed)
-            log.info("request", method=request.method, path=path, status=record.status,
-                     ms=round(elapsed * 1000.0, 2), cache=record.cache_status, token=record.token_id)
-        elif status >= 500:
-            log.warning("request_failed", method=request.method, path=path, status=status)
+            # nothing here is needed for the response: aiohttp writes it when this returns, and the callback runs
+            # right after (same context, so the log line still carries the request id)
+            asyncio.get_running_loop().call_soon(_account, request.app, record, elapsed)
+        elif resp is not None and resp.status >= 500:
+            log.warning("request_failed", method=request.method, path=path, status=resp.status)

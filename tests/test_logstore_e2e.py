@@ -82,3 +82,20 @@ async def test_calls_through_the_proxy_are_logged_with_usage_cost_and_tags(aioht
     assert mine.status == 200 and sum(d["requests"] for d in body["data"]) == 5
     detail = await client.get(f"/admin/logs/{tagged['request_id']}", headers=admin_headers)
     assert (await detail.json())["request_id"] == tagged["request_id"]
+
+
+async def test_a_reused_client_request_id_still_logs_every_call(aiohttp_client, make_settings, admin_headers):
+    client = await aiohttp_client(create_app(make_settings(log_flush_interval=0.05)))
+    token = await (await client.post("/admin/tokens", json={"name": "reuser"}, headers=admin_headers)).json()
+    headers = {"Authorization": f"Bearer {token['token']}", "X-Request-Id": "client-fixed-id"}
+    log_ids = []
+    for _ in range(3):
+        resp = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert resp.headers["X-Request-Id"] == "client-fixed-id"
+        log_ids.append(resp.headers["X-Orcache-Request-Id"])
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(items := (await logs(client, admin_headers, api_key_id=token["id"]))["items"]) < 3:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert sorted(i["request_id"] for i in items) == sorted(log_ids)
+    assert {i["metadata"]["client_request_id"] for i in items} == {"client-fixed-id"}

@@ -73,6 +73,11 @@ async def test_client_request_id_is_kept_when_well_formed(proxy, admin_headers):
     token = await new_token(proxy, admin_headers)
     ok = await proxy.post("/v1/chat/completions", json=CHAT, headers={**bearer(token), "X-Request-Id": "my-id.42"})
     assert ok.headers["X-Request-Id"] == "my-id.42"
+    # the same client id again is still its own call: the log row is keyed by the proxy's id
+    again = await proxy.post("/v1/chat/completions", json=CHAT, headers={**bearer(token), "X-Request-Id": "my-id.42"})
+    assert again.headers["X-Request-Id"] == "my-id.42"
+    assert ok.headers["X-Orcache-Request-Id"] != again.headers["X-Orcache-Request-Id"]
+    assert again.headers["X-Orcache-Request-Id"].startswith("req_")
     bad = await proxy.post("/v1/chat/completions", json=CHAT, headers={**bearer(token), "X-Request-Id": "a b<c>"})
     assert bad.headers["X-Request-Id"].startswith("req_")
 

@@ -138,3 +138,65 @@ def test_token_cli_round_trip(tmp_path):
     assert updated["cache_mode"] == "exact"
     assert orjson.loads(run("token", "revoke", token["id"]).stdout)["revoked"] is True
     assert [t["id"] for t in orjson.loads(run("token", "list").stdout)] == [token["id"]]
+
+
+def test_sigterm_under_load_loses_no_rows(tmp_path, fake_upstream_url, redis_url, database_url):
+    import asyncio
+    import threading
+
+    import asyncpg
+
+    env = dict(REDIS_URL=redis_url, DATABASE_URL=database_url, ORCACHE_KEY_PREFIX="sig" + os.urandom(3).hex(),
+               ORCACHE_ADMIN_TOKEN="sk-orc-admin-given-xxxxxxxxxxxx")
+    served = Served(tmp_path / "data", fake_upstream_url, **env)
+    h = {"Authorization": "Bearer sk-orc-admin-given-xxxxxxxxxxxx"}
+    token = http("POST", served.url + "/admin/tokens", json={"name": "load"}, headers=h).json()
+    auth = {"Authorization": f"Bearer {token['token']}"}
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                resp = http("POST", served.url + "/v1/chat/completions", json=CHAT, headers=auth, timeout=10)
+            except OSError:
+                continue  # refused while the proxy is down
+            if resp.status_code == 200:
+                answered.append(resp.headers["X-Request-Id"])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        assert served.stop() == 0, served.stderr
+        time.sleep(0.3)
+        served = Served(tmp_path / "data", fake_upstream_url, **env)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    try:
+        assert len(answered) > 50
+
+        async def stored() -> dict[str, int]:
+            conn = await asyncpg.connect(database_url)
+            try:
+                rows = await conn.fetch("SELECT request_id, count(*) AS n FROM request_logs WHERE token_id = $1 "
+                                        "GROUP BY request_id", token["id"])
+                return {r["request_id"]: r["n"] for r in rows}
+            finally:
+                await conn.close()
+
+        deadline = time.monotonic() + 20
+        while True:
+            counts = asyncio.run(stored())
+            if set(answered) <= set(counts) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        missing = set(answered) - set(counts)
+        assert not missing, f"{len(missing)} answered requests have no log row"
+        assert set(counts.values()) == {1}, "no request is stored twice"
+    finally:
+        assert served.stop() == 0
