@@ -49,6 +49,15 @@ class Settings:
     embeddings_api_key: str | None = None
     single_flight_timeout: float = 60.0
 
+    # proxy-side fallbacks (tokens' fallback_models / X-Orcache-Fallback-Models): retries of the same model,
+    # the first backoff (doubled each retry), the longest Retry-After honoured, the total time for all attempts
+    fallback_retries: int = 1
+    fallback_backoff_seconds: float = 0.25
+    fallback_retry_after_cap_seconds: float = 5.0
+    fallback_budget_seconds: float = 60.0
+    # automatic provider prompt-cache breakpoints: the shortest system prompt (characters) worth one
+    auto_cache_min_chars: int = 4000
+
     # usage logging
     logging_enabled: bool = True
     log_queue_size: int = 50_000
@@ -154,5 +163,7 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"ORCACHE_UPSTREAM_URL={s.upstream_url!r} must be an http(s) URL")
     if s.max_body_bytes < 1024:
         raise SettingsError("ORCACHE_MAX_BODY_BYTES must be at least 1024")
+    if s.embeddings not in {"local", "off", ""} and not s.embeddings.startswith(("http://", "https://")):
+        raise SettingsError(f"ORCACHE_EMBEDDINGS={s.embeddings!r} must be local, off or an http(s) base URL")
     if s.log_format not in {"auto", "json", "console"}:
         raise SettingsError(f"ORCACHE_LOG_FORMAT={s.log_format!r} must be auto, json or console")
