@@ -17,6 +17,31 @@ _TOKEN_SETTINGS = {
         "cache_ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 31536000, "default": 86400},
         "cache_shared_scope": {"type": ["string", "null"]},
         "upstream": {"type": ["string", "null"]},
+        # quotas (0 = no limit; null = the plan's default), plan, fallbacks, prompt-cache breakpoints
+        "rpm": {"type": ["integer", "null"], "minimum": 0, "description": "requests per minute"},
+        "tpm": {"type": ["integer", "null"], "minimum": 0, "description": "tokens per minute"},
+        "requests_per_month": {"type": ["integer", "null"], "minimum": 0},
+        "tokens_per_month": {"type": ["integer", "null"], "minimum": 0},
+        "cost_per_month": {"type": ["number", "null"], "minimum": 0, "description": "USD per UTC calendar month"},
+        "plan": {"type": ["string", "null"], "enum": ["free", "premium", "enterprise", "unlimited", None]},
+        "fallback_models": {"type": ["string", "array", "null"], "items": {"type": "string"},
+                            "description": "comma-separated model ids tried after the requested one"},
+        "fallback_budget_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 3600},
+        "auto_cache_breakpoints": {"type": ["boolean", "null"]},
+        "auto_cache_min_chars": {"type": ["integer", "null"], "minimum": 1},
+    },
+    "additionalProperties": False,
+}
+_PRESET = {
+    "type": "object",
+    "properties": {
+        "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+        "model": {"type": "string"},
+        "system_prompt": {"type": ["string", "null"]},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+        "description": {"type": ["string", "null"]},
     },
     "additionalProperties": False,
 }
@@ -50,6 +75,15 @@ OPERATIONS: list[tuple[str, str, str, str, list[dict[str, Any]], dict[str, Any] 
      _TOKEN_SETTINGS),
     ("delete", "/admin/tokens/{token_id}", "Revoke a token", "admin", [_p("token_id")], None),
     ("get", "/api/tokens/me", "The calling token's own record", "token", [], None),
+    ("get", "/api/tokens/me/usage", "Quotas used and remaining, cost and cache savings this UTC month", "token",
+     _q("token_id"), None),
+    ("post", "/admin/presets", "Create a preset, used as \"model\": \"@preset/<slug>\"", "admin", [],
+     {**_PRESET, "required": ["slug", "model"]}),
+    ("get", "/admin/presets", "List presets", "admin", [], None),
+    ("get", "/admin/presets/{slug}", "Show a preset", "admin", [_p("slug")], None),
+    ("patch", "/admin/presets/{slug}", "Change a preset (null removes a field)", "admin", [_p("slug")],
+     {**_PRESET, "properties": {k: v for k, v in _PRESET["properties"].items() if k != "slug"}}),
+    ("delete", "/admin/presets/{slug}", "Delete a preset", "admin", [_p("slug")], None),
     ("get", "/admin/logs", "Request logs, newest first", "admin",
      _PAGE + _q("api_key_id", "upstream_id", "status_code", "start_time", "end_time", "model", "provider", "cache",
                 "status", "range", "agent_type", "project_id", "run_id", "query_id"), None),
@@ -70,6 +104,11 @@ OPERATIONS: list[tuple[str, str, str, str, list[dict[str, Any]], dict[str, Any] 
     ("get", "/admin/cache/stats", "Cache entries and bytes per scope", "admin", [], None),
     ("delete", "/admin/cache/tokens/{token_id}", "Purge a token's cached answers", "admin", [_p("token_id")], None),
     ("delete", "/admin/cache/entries/{entry_id}", "Delete one cache entry", "admin", [_p("entry_id")], None),
+    ("delete", "/admin/cache/scopes/{scope}", "Purge a shared cache scope", "admin", [_p("scope")], None),
+    ("post", "/auth/session", "Sign in to the dashboard: exchange the admin or a proxy token for a session cookie",
+     "none", [], {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}),
+    ("get", "/auth/session", "Who is signed in (session cookie)", "session", [], None),
+    ("delete", "/auth/session", "Sign out", "session", [], None),
 ]
 
 
@@ -87,15 +126,18 @@ def openapi_document() -> dict[str, Any]:
                 "400": {"description": "Bad request", "content": {"application/json": {"schema": _ERROR}}},
             },
         }
+        if auth == "session":
+            op["security"] = [{"session": []}]
+        elif auth != "none":  # the dashboard's session cookie works wherever a bearer token does
+            op["security"] = [{"bearer": []}, {"session": []}]
         if auth != "none":
-            op["security"] = [{"bearer": []}]
             op["responses"]["401"] = {"description": "Missing or wrong credentials",
                                       "content": {"application/json": {"schema": _ERROR}}}
         if "{" in path:
             op["responses"]["404"] = {"description": "Not found", "content": {"application/json": {"schema": _ERROR}}}
         if body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-        if method == "post":
+        if method == "post" and path.startswith("/admin/"):
             op["responses"]["201"] = {"description": "Created",
                                       "content": {"application/json": {"schema": {"type": "object"}}}}
         paths.setdefault(path, {})[method] = op
@@ -107,7 +149,8 @@ def openapi_document() -> dict[str, Any]:
                                 "under /v1 and /api/v1 and follows OpenAI's API."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "session": {"type": "apiKey", "in": "cookie", "name": "orcache_session"}},
             "schemas": {"Error": {
                 "type": "object", "required": ["error"],
                 "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
