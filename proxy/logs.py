@@ -13,14 +13,14 @@ import structlog
 __all__ = ["configure_logging"]
 
 _SECRET = re.compile(r"(sk-(?:orc|or)-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
+_SECRET_BYTES = re.compile(_SECRET.pattern.encode())
 
 
-def _redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Belt and braces: a key pasted into an error message is cut to its first characters."""
-    for k, v in event.items():
-        if type(v) is str and "sk-" in v:
-            event[k] = _SECRET.sub(r"\1…", v)
-    return event
+def _redact_rendered(_: Any, __: str, line: str | bytes) -> str | bytes:
+    """Last step, on the rendered line, so messages and tracebacks alike lose any key pasted into them."""
+    if isinstance(line, bytes):
+        return _SECRET_BYTES.sub(rb"\1...", line) if b"sk-" in line else line
+    return _SECRET.sub(r"\1...", line) if "sk-" in line else line
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> None:
@@ -31,13 +31,16 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, stream: Any = N
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact_secrets,
     ]
     if as_json:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        # tracebacks without local variables: locals hold settings, tokens and request bodies
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        processors += [tracebacks, structlog.processors.JSONRenderer(serializer=orjson.dumps), _redact_rendered]
         factory: Any = structlog.BytesLoggerFactory(getattr(stream, "buffer", stream))
     else:
-        processors += [structlog.dev.ConsoleRenderer()]
+        processors += [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+                       _redact_rendered]
         factory = structlog.PrintLoggerFactory(stream)
     structlog.configure(
         processors=processors,

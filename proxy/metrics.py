@@ -57,6 +57,7 @@ class Metrics:
         self._cache_errors_seen = 0
         self._children: dict[tuple[str, int], object] = {}
         self._latency_children: dict[str, object] = {}
+        self._cache_children: dict[str, object] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -68,6 +69,13 @@ class Metrics:
         if lat is None:
             lat = self._latency_children[route] = self.latency.labels(route)
         lat.observe(seconds)  # type: ignore[attr-defined]
+
+    def cache_result(self, result: str) -> None:
+        """One response cache lookup: hit kind or 'miss' (label children cached: ``labels()`` is not free)."""
+        child = self._cache_children.get(result)
+        if child is None:
+            child = self._cache_children[result] = self.cache.labels(result)
+        child.inc()  # type: ignore[attr-defined]
 
     def sync_cache_errors(self, total: int) -> None:
         """The cache counts its own failures; carry the increase over into the counter."""

@@ -26,8 +26,8 @@ class Settings:
     data_dir: Path = Path(".orcache")
     redis_url: str | None = None
     database_url: str | None = None
-    openrouter_api_key: str | None = None
-    admin_token: str | None = None
+    openrouter_api_key: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
     key_prefix: str = "orcache"
 
     # HTTP limits and upstream behaviour
@@ -46,7 +46,7 @@ class Settings:
     cache_timeout_ms: float = 25.0
     embeddings: str = "local"  # "local" (MiniLM), "off", or an OpenAI-compatible base URL
     embeddings_model: str = "text-embedding-3-small"
-    embeddings_api_key: str | None = None
+    embeddings_api_key: str | None = field(default=None, repr=False)
     single_flight_timeout: float = 60.0
 
     # proxy-side fallbacks (tokens' fallback_models / X-Orcache-Fallback-Models): retries of the same model,
@@ -165,5 +165,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError("ORCACHE_MAX_BODY_BYTES must be at least 1024")
     if s.embeddings not in {"local", "off", ""} and not s.embeddings.startswith(("http://", "https://")):
         raise SettingsError(f"ORCACHE_EMBEDDINGS={s.embeddings!r} must be local, off or an http(s) base URL")
+    if s.fallback_retries < 0 or s.fallback_backoff_seconds < 0 or s.fallback_retry_after_cap_seconds < 0:
+        raise SettingsError("ORCACHE_FALLBACK_RETRIES, ORCACHE_FALLBACK_BACKOFF_SECONDS and "
+                            "ORCACHE_FALLBACK_RETRY_AFTER_CAP_SECONDS must not be negative")
+    if s.fallback_budget_seconds <= 0:
+        raise SettingsError(f"ORCACHE_FALLBACK_BUDGET_SECONDS={s.fallback_budget_seconds} must be positive")
+    if s.auto_cache_min_chars < 1:
+        raise SettingsError(f"ORCACHE_AUTO_CACHE_MIN_CHARS={s.auto_cache_min_chars} must be at least 1")
     if s.log_format not in {"auto", "json", "console"}:
         raise SettingsError(f"ORCACHE_LOG_FORMAT={s.log_format!r} must be auto, json or console")
