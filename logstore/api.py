@@ -21,9 +21,10 @@ from aiohttp import web
 from logstore import queries
 from logstore.queries import DayRange, LogFilters
 from logstore.rows import CACHE_STATUSES
+from logstore.savings import provider_cache_savings
 from proxy.auth import require_admin, require_principal
 from proxy.errors import ProxyError
-from proxy.keys import PG_POOL
+from proxy.keys import PG_POOL, PRICING
 
 __all__ = ["routes"]
 
@@ -227,6 +228,9 @@ async def token_cache_stats(request: web.Request) -> web.Response:
     token_id = await _scoped_token(request)
     days = day_range(request.query)
     stats = await _db(queries.cache_stats(_pool(request), days, token_id))
+    # the provider's prompt cache, apart from the proxy's own response cache (saved_cost)
+    stats["provider_prompt_cache"] = await _db(provider_cache_savings(
+        _pool(request), days.start, days.end, token_id, request.app.get(PRICING)))
     return _json({"token_id": token_id, **_range_json(days), **stats})
 
 
@@ -279,6 +283,9 @@ async def analytics_cache(request: web.Request) -> web.Response:
     days = day_range(q)
     token_id = _str(q, "token_id")
     stats = await _db(queries.cache_stats(_pool(request), days, token_id))
+    # the provider's prompt cache, apart from the proxy's own response cache (saved_cost)
+    stats["provider_prompt_cache"] = await _db(provider_cache_savings(
+        _pool(request), days.start, days.end, token_id, request.app.get(PRICING)))
     return _json({**_range_json(days), "token_id": token_id, **stats})
 
 

@@ -56,6 +56,8 @@ class CallRecord:
     tags: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] | None = None  # fallback attempts (routing), when any
+    # routing summary (strategy, fallback used, models tried, final model, preset); stored with the attempts
+    routing: dict[str, Any] | None = None
     endpoint_id: str | None = None  # the provider endpoint, when the upstream (or enrichment) says
     # the full assistant text, only when settings.log_store_bodies (response_preview may be the full text too:
     # the writer truncates it to log_preview_chars)

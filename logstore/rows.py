@@ -220,6 +220,13 @@ def _metadata(value: Any) -> Any:
     return value
 
 
+def _routing(record: CallRecord) -> Any:
+    """The routing column: the attempts list, or the routing summary with its attempts when there is one."""
+    if record.routing is None:
+        return record.attempts or None
+    return {**record.routing, "attempts": record.attempts} if record.attempts else record.routing
+
+
 def record_to_row(record: CallRecord, *, pricing: PricingTable | None = None, preview_chars: int = 200,
                   store_bodies: bool = False) -> tuple[Any, ...]:
     """One database row in ``COLUMNS`` order."""
@@ -308,7 +315,7 @@ def record_to_row(record: CallRecord, *, pricing: PricingTable | None = None, pr
         _text(tags.get("query_id")),
         _int(tags.get("iteration")),
         _json(_metadata(record.metadata), _METADATA_BYTES),
-        _json(record.attempts) if record.attempts else None,
+        _json(_routing(record)),
     )
 
 

@@ -11,12 +11,14 @@ from logstore.api import routes as logstore_routes
 from logstore.db import postgres_ctx
 from logstore.pricing import pricing_ctx
 from logstore.writer import log_writer_ctx
-from proxy import admin_api, ops, ui
+from proxy import admin_api, ops, presets_api, ui, usage_api
 from proxy.auth import auth_ctx
 from proxy.forward import proxy_handler
 from proxy.keys import METRICS, REDIS, SETTINGS
 from proxy.metrics import Metrics
 from proxy.middleware import request_middleware
+from proxy.presets import presets_ctx
+from proxy.quotas import quota_ctx, quota_headers
 from proxy.settings import Settings, SettingsError
 from proxy.upstream import upstream_ctx
 
@@ -48,10 +50,14 @@ def create_app(settings: Settings, *, redis: Redis | None = None, metrics: Metri
     app[METRICS] = metrics or Metrics()
     # closed in reverse: the cache stops first, the log writer drains before the pool closes
     app.cleanup_ctx.extend([
-        upstream_ctx, _redis_ctx(redis), auth_ctx, postgres_ctx, pricing_ctx, log_writer_ctx, cache_ctx,
+        upstream_ctx, _redis_ctx(redis), auth_ctx, quota_ctx, presets_ctx, postgres_ctx, pricing_ctx, log_writer_ctx,
+        cache_ctx,
     ])
+    app.on_response_prepare.append(quota_headers)  # X-RateLimit-* on every response of a limited token
     app.add_routes(ops.routes)
     app.add_routes(admin_api.routes)
+    app.add_routes(presets_api.routes)
+    app.add_routes(usage_api.routes)
     app.add_routes(logstore_routes)
     app.add_routes(cache_routes)
     app.add_routes(ui.routes)

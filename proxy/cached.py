@@ -20,7 +20,7 @@ from proxy.keys import METRICS, RESPONSE_CACHE, SETTINGS
 from proxy.middleware import REQUEST_ID
 from proxy.tokens import Token
 
-__all__ = ["CacheContext", "cache_context", "serve_hit", "parse_cache_control"]
+__all__ = ["CacheContext", "cache_context", "serve_hit", "parse_cache_control", "release_later"]
 
 log = structlog.get_logger("orcache.cache")
 _HEADER = {"exact": "HIT-EXACT", "semantic": "HIT-SEMANTIC"}
@@ -103,7 +103,15 @@ class CacheContext:
 
 
 # strong references to store tasks until they finish (the loop only keeps weak ones)
-_background: set[asyncio.Task[None]] = set()
+_background: set[asyncio.Task[Any]] = set()
+
+
+def release_later(flight: AbstractAsyncContextManager[Any]) -> None:
+    """Leave a single flight in a task of its own. Created after the store task (``store_later``), it runs
+    after it, so the flight still sees that store and keeps its waiters until the answer is in Redis."""
+    task = asyncio.create_task(flight.__aexit__(None, None, None))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def cache_context(request: web.Request, token: Token, tail: str, payload: dict[str, Any],

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from proxy.cli_extras import add_preset_parser, add_token_option_flags, preset_command, token_option_fields
 from proxy.settings import ENV_NAMES, SettingsError, load_settings
 from proxy.tokens import CACHE_HELP, CACHE_MODES, TokenStore, TokenValidationError
 
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--ttl", type=int, dest="cache_ttl_seconds", help="cache entry lifetime in seconds")
         p.add_argument("--shared-scope", dest="cache_shared_scope",
                        help="share cache entries with other tokens naming the same scope")
+        add_token_option_flags(p)  # quotas, plan, fallbacks, breakpoints
         _common(p)
     update.add_argument("id")
     update.add_argument("--name")
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--token", dest="token_id")
     group.add_argument("--entry", dest="entry_id")
     _common(purge)
+    add_preset_parser(sub, _common)
     return parser
 
 
@@ -85,6 +88,7 @@ async def _token_command(args: argparse.Namespace, settings) -> int:
         store = TokenStore(redis, settings.key_prefix)
         fields = {k: getattr(args, k) for k in ("name", "cache_mode", "similarity_threshold", "cache_ttl_seconds",
                                                 "cache_shared_scope") if getattr(args, k, None) is not None}
+        fields.update(token_option_fields(args))
         if args.action == "create":
             token, secret = await store.create(fields)
             _print({**token.public(), "token": secret})
@@ -146,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "token":
                 return asyncio.run(_token_command(args, resolved))
+            if args.command == "preset":
+                return asyncio.run(preset_command(args, resolved))
             return asyncio.run(_cache_command(args, resolved))
         except TokenValidationError as exc:
             print(f"orcache: {exc}", file=sys.stderr)

@@ -15,10 +15,12 @@ from aiohttp import web
 
 from logstore.record import CallRecord
 from proxy.auth import require_token
-from proxy.cached import CacheContext, cache_context, serve_hit
+from proxy.cached import CacheContext, cache_context, release_later, serve_hit
 from proxy.errors import ProxyError
+from proxy.fallback import FALLBACK_PLAN
 from proxy.keys import SETTINGS, UPSTREAM
 from proxy.middleware import CALL_RECORD, REQUEST_ID, proxy_tail
+from proxy.prepare import prepare_request
 from proxy.streaming import SSEWatcher
 from proxy.tokens import Token
 from proxy.upstream import map_upstream_error, request_headers, response_headers
@@ -91,6 +93,7 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
     hold_usage = False
     if request.method == "POST" and tail in _JSON_BODY:
         payload = _parse_body(body)
+        body = await prepare_request(request, token, tail, payload, body, record)  # presets, quotas, fallbacks
         model = payload.get("model")
         record.model_requested = model if isinstance(model, str) else None
         record.request_json = payload
@@ -111,13 +114,25 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
             body = orjson.dumps(payload)
             hold_usage = True
 
-    if cache_ctx is not None and cache_ctx.leader_lock is not None:
-        async with cache_ctx.leader_lock:
-            # a concurrent identical request may have filled the cache while we waited our turn
-            if await cache_ctx.recheck():
-                return await serve_hit(request, cache_ctx, stream, record)
-            return await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
-    return await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
+    flight = cache_ctx.leader_lock if cache_ctx is not None else None
+    if flight is None:
+        return await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
+    assert cache_ctx is not None
+    leader = await flight.__aenter__()
+    try:
+        # a concurrent identical request may have filled the cache while we waited our turn (a leader that
+        # took the lock at once has just looked the key up: asking Redis again would only cost a round trip)
+        if not leader and await cache_ctx.recheck():
+            resp = await serve_hit(request, cache_ctx, stream, record)
+        else:
+            resp = await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
+    except BaseException as exc:
+        await flight.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    # the waiters are released once the answer is stored, which happens after the response is out: leaving
+    # the flight (a loop turn, then a task) need not hold the response up either
+    release_later(flight)
+    return resp
 
 
 def _mime(content_type: str | None) -> str:
@@ -141,7 +156,10 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
     headers = request_headers(request.headers, settings.openrouter_api_key, settings.http_referer, settings.x_title)
     started = time.perf_counter()
     try:
-        async with session.request(request.method, url, data=body or None, headers=headers) as upstream:
+        plan = request.get(FALLBACK_PLAN)
+        opened = (session.request(request.method, url, data=body or None, headers=headers) if plan is None
+                  else plan.open(session, request.method, url, body, headers, cache_ctx))
+        async with opened as upstream:
             mime = _mime(upstream.headers.get("Content-Type"))
             is_sse = mime == "text/event-stream"
             if stream and upstream.status == 200 and is_sse:

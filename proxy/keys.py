@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from logstore.writer import LogWriter
     from proxy.auth import TokenAuthenticator
     from proxy.metrics import Metrics
+    from proxy.presets import PresetStore
+    from proxy.quotas import QuotaChecker
 
 __all__ = [
     "SETTINGS", "REDIS", "PG_POOL", "UPSTREAM", "AUTH", "LOG_WRITER", "PRICING", "RESPONSE_CACHE", "METRICS",
+    "QUOTAS", "PRESETS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -32,3 +35,5 @@ LOG_WRITER: web.AppKey[LogWriter] = web.AppKey("log_writer")
 PRICING: web.AppKey[PricingTable] = web.AppKey("pricing")
 RESPONSE_CACHE: web.AppKey[ResponseCache] = web.AppKey("response_cache")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+QUOTAS: web.AppKey[QuotaChecker] = web.AppKey("quotas")
+PRESETS: web.AppKey[PresetStore] = web.AppKey("presets")

@@ -17,6 +17,7 @@ from logstore.record import METADATA_HEADER, TAG_HEADERS, CallRecord
 from proxy.errors import ProxyError, error_response
 from proxy.keys import LOG_WRITER, METRICS
 from proxy.metrics import route_label
+from proxy.quotas import settle_quota
 
 __all__ = ["request_middleware", "REQUEST_ID", "CALL_RECORD", "is_proxy_path", "proxy_tail"]
 
@@ -149,5 +150,6 @@ async def request_middleware(request: web.Request, handler):
             # nothing here is needed for the response: aiohttp writes it when this returns, and the callback runs
             # right after (same context, so the log line still carries the request id)
             asyncio.get_running_loop().call_soon(_account, request.app, record, elapsed)
+            settle_quota(request, record)  # a limited token's tokens and cost, counted in a background task
         elif resp is not None and resp.status >= 500:
             log.warning("request_failed", method=request.method, path=path, status=resp.status)

@@ -29,6 +29,8 @@ def _next_boundary(buf: bytes | bytearray, start: int) -> tuple[int, int]:
 
 def _data_of(event: bytes) -> bytes | None:
     """The payload of an SSE event's data lines (joined), or None for comments/keep-alives."""
+    if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
+        return event[6:]  # the usual shape: one data line
     if b"data:" not in event:
         return None
     parts = []
@@ -42,7 +44,7 @@ class SSEWatcher:
     """Feed it upstream chunks; it returns the bytes to send on, and remembers what matters."""
 
     __slots__ = ("hold_usage_only", "on_event", "_buf", "usage", "model", "provider", "generation_id",
-                 "preview", "preview_limit", "finish_reason", "done", "error", "events")
+                 "preview", "preview_limit", "finish_reason", "done", "error", "events", "_preview_len", "_crlf")
 
     def __init__(self, *, hold_usage_only: bool, preview_limit: int,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -59,23 +61,44 @@ class SSEWatcher:
         self.done = False
         self.error: Any = None
         self.events = 0
+        self._preview_len = 0  # sum(map(len, preview)), kept as we go
+        self._crlf = False  # a CR was seen: events may end in CRLF CRLF, look for both separators
 
     def feed(self, chunk: bytes) -> bytes:
         """Returns what to forward now. Complete events pass; a trailing partial event waits for its end."""
         buf = self._buf
-        buf += chunk
-        out = bytearray()
+        data = bytes(buf) + chunk if buf else chunk
+        if not self._crlf and b"\r" in chunk:
+            self._crlf = True
+        crlf = self._crlf
         start = 0
+        held: list[tuple[int, int]] | None = None  # spans of events the client must not see (rare)
         while True:
-            end, sep_len = _next_boundary(buf, start)
+            if crlf:
+                end, sep_len = _next_boundary(data, start)
+            else:
+                end, sep_len = data.find(b"\n\n", start), 2
             if end == -1:
                 break
             event_start = start
             start = end + sep_len
-            if self._observe(bytes(buf[event_start:end])):
-                out += buf[event_start:start]
-        del buf[:start]
-        return bytes(out)
+            if not self._observe(data[event_start:end]):
+                if held is None:
+                    held = []
+                held.append((event_start, start))
+        # keep the unfinished tail for the next chunk
+        if start < len(data):
+            buf[:] = data[start:]
+        elif buf:
+            buf.clear()
+        if held is None:
+            return data[:start] if start < len(data) else data  # usually the chunk itself: no copy
+        parts, at = [], 0
+        for a, b in held:
+            parts.append(data[at:a])
+            at = b
+        parts.append(data[at:start])
+        return b"".join(parts)
 
     def flush(self) -> bytes:
         """At end of stream: whatever partial event is left goes out as it is."""
@@ -119,13 +142,15 @@ class SSEWatcher:
             text = delta.get("content") if isinstance(delta, dict) else None
             if text is None:
                 text = first.get("text")
-            if text and sum(map(len, self.preview)) < self.preview_limit:
+            if text and self._preview_len < self.preview_limit:
                 self.preview.append(text)
+                self._preview_len += len(text)
             reason = first.get("finish_reason")
             if reason:
                 self.finish_reason = reason
-        elif isinstance(obj.get("delta"), str) and sum(map(len, self.preview)) < self.preview_limit:
+        elif isinstance(obj.get("delta"), str) and self._preview_len < self.preview_limit:
             self.preview.append(obj["delta"])  # Responses API text deltas
+            self._preview_len += len(obj["delta"])
         if self.on_event is not None:
             self.on_event(obj)
         if usage:

@@ -22,6 +22,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from proxy.token_options import OPTION_FIELDS, check_option, public_option
+
 __all__ = [
     "CACHE_MODES", "Token", "TokenStore", "TokenValidationError", "hash_secret", "parse_token_id",
     "CACHE_HELP",
@@ -114,7 +116,7 @@ class Token:
             "upstream": self.upstream or None,
         }
         for k, v in self.extra:
-            out.setdefault(k, v)
+            out.setdefault(k, public_option(k, v))
         return out
 
     def matches(self, secret: str) -> bool:
@@ -127,7 +129,8 @@ def _now_iso() -> str:
 
 def validate_settings(changes: dict[str, Any], *, creating: bool) -> dict[str, str]:
     """Check token settings from the API or CLI and return them as hash fields (strings)."""
-    allowed = {"name", "cache_mode", "similarity_threshold", "cache_ttl_seconds", "cache_shared_scope", "upstream"}
+    allowed = {"name", "cache_mode", "similarity_threshold", "cache_ttl_seconds", "cache_shared_scope", "upstream",
+               *OPTION_FIELDS}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise TokenValidationError(f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.",
@@ -165,6 +168,11 @@ def validate_settings(changes: dict[str, Any], *, creating: bool) -> dict[str, s
             if not isinstance(v, str) or len(v) > 200 or any(c.isspace() for c in v):
                 raise TokenValidationError(f"{name} must be a string without spaces (or null).", name)
             out[name] = v
+    for name in OPTION_FIELDS.intersection(changes):  # quotas, fallbacks, breakpoints
+        try:
+            out[name] = check_option(name, changes[name])
+        except ValueError as exc:
+            raise TokenValidationError(str(exc), name) from None
     return out
 
 

@@ -47,15 +47,17 @@ def request_headers(incoming: CIMultiDictProxy[str], api_key: str | None, refere
     return out
 
 
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
+def response_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+    """The upstream's headers the client may see, as pairs (``web.Response`` copies them into its own
+    multidict anyway, so building one here would be a second copy)."""
+    out: list[tuple[str, str]] = []
     for name, value in upstream.items():
         low = name.lower()
         if low in _DROP_RESPONSE:
             if low == "x-request-id":
-                out.add("X-Upstream-Request-Id", value)
+                out.append(("X-Upstream-Request-Id", value))
             continue
-        out.add(name, value)
+        out.append((name, value))
     return out
 
 

@@ -53,7 +53,10 @@ function summaryStats(s) {
     stat(t("cache.exact_hits"), fmtInt(s.exact_hits)),
     stat(t("cache.semantic_hits"), fmtInt(s.semantic_hits), s.avg_similarity != null ? t("cache.avg_similarity", { v: fmtPct(s.avg_similarity, 1) }) : null),
     stat(t("cache.tokens_saved"), fmtInt(s.saved_tokens)),
-    stat(t("cache.cost_saved"), fmtCost(s.saved_cost)));
+    stat(t("cache.cost_saved"), fmtCost(s.saved_cost)),
+    // the provider's prompt cache saves on calls that still happen: shown apart from the proxy's own cache
+    s.provider_prompt_cache ? stat(t("cache.provider_saved"), fmtCost(s.provider_prompt_cache.net_savings),
+      t("cache.provider_saved_note", { tokens: fmtInt(s.provider_prompt_cache.cache_read_tokens) })) : null);
 }
 
 function byModelTable(rows) {

@@ -332,6 +332,16 @@ export function mount(container) {
   };
 }
 
+/** Fallback attempts as a numbered list (model → status, error, time) above the full routing JSON. */
+function routingView(routing, json) {
+  const attempts = Array.isArray(routing) ? routing : routing.attempts;
+  if (!Array.isArray(attempts) || !attempts.length) return json;
+  const list = h("ol", { class: "routing-attempts", "data-testid": "routing-attempts" },
+    attempts.map((a) => h("li", {}, `${a.model ?? "—"} → `, statusBadge(a.status),
+      a.error ? ` ${a.error}` : "", a.ms != null ? ` · ${fmtDuration(a.ms)}` : "")));
+  return h("div", {}, list, json);
+}
+
 function detailsView(row) {
   const seen = new Set();
   const wrap = h("div", { class: "details" });
@@ -348,8 +358,9 @@ function detailsView(row) {
       if (key === "cost" || key === "byok_cost" || key === "saved_cost") text = v == null ? "—" : `${fmtCost(v)} (${v})`;
       if (key === "created_at") text = `${fmtTime(v)} (${v})`;
       if (key === "duration_ms" || key === "ttfb_ms") text = v == null ? "—" : fmtDuration(v);
-      const value = typeof v === "object" && v !== null ? h("pre", {}, text)
+      let value = typeof v === "object" && v !== null ? h("pre", {}, text)
         : key === "status_code" ? statusBadge(v) : text;
+      if (key === "routing" && v) value = routingView(v, value);
       dl.append(h("dt", { title: key }, fieldLabel(key)), h("dd", { "data-field": key }, value));
     }
     wrap.append(h("section", { class: "details-section" }, h("h3", {}, t(title)), dl));

@@ -3,7 +3,7 @@ import { api } from "./api.js";
 import { h, clear, nextId } from "./dom.js";
 import { t } from "./i18n.js";
 import { fmtTime, fmtPct } from "./format.js";
-import { pageHeader, panel, field, errorBox, emptyRow, modal, confirmDialog, toast } from "./widgets.js";
+import { pageHeader, panel, field, select, errorBox, emptyRow, modal, confirmDialog, toast } from "./widgets.js";
 
 const MODES = ["off", "exact", "semantic"];
 const DEFAULT_THRESHOLD = 50;
@@ -51,6 +51,48 @@ function cacheControls(mode = "off", thresholdPct = DEFAULT_THRESHOLD) {
       const m = picked ? picked.value : "off";
       const out = { cache_mode: m };
       if (m === "semantic") out.similarity_threshold = Math.max(0, Math.min(100, Number(number.value) || 0)) / 100;
+      return out;
+    },
+  };
+}
+
+const PLANS = ["free", "premium", "enterprise", "unlimited"];
+const LIMITS = [["rpm", "1"], ["tpm", "1"], ["requests_per_month", "1"], ["tokens_per_month", "1"], ["cost_per_month", "0.01"]];
+
+/** Quotas, plan, fallback models and automatic prompt-cache breakpoints; value() holds only what changed. */
+function limitControls(tok) {
+  const numberIn = (name, step) => h("input", { type: "number", min: "0", step, name, inputmode: "decimal",
+    value: tok[name] == null ? "" : String(tok[name]), "data-testid": `limit-${name}` });
+  const inputs = Object.fromEntries(LIMITS.map(([name, step]) => [name, numberIn(name, step)]));
+  const plan = select([["", t("tokens.plan_none")], ...PLANS.map((p) => [p, p])], tok.plan || "",
+    { name: "plan", "data-testid": "limit-plan" });
+  const fallback = h("input", { type: "text", name: "fallback_models", autocomplete: "off", spellcheck: "false",
+    value: (tok.fallback_models || []).join(", "), placeholder: "openai/gpt-4o-mini, anthropic/claude-sonnet-4",
+    "data-testid": "fallback-models" });
+  const auto = h("input", { type: "checkbox", name: "auto_cache_breakpoints", checked: !!tok.auto_cache_breakpoints,
+    "data-testid": "auto-cache" });
+  const minChars = numberIn("auto_cache_min_chars", "1");
+  const el = h("fieldset", { class: "cache-controls limit-controls", "data-testid": "limit-controls" },
+    h("legend", {}, t("tokens.limits")),
+    h("p", { class: "hint" }, t("tokens.limits_hint")),
+    h("div", { class: "limit-grid" }, field(t("tokens.plan"), plan),
+      LIMITS.map(([name]) => field(t(`tokens.${name}`), inputs[name]))),
+    field(t("tokens.fallback_models"), fallback, t("tokens.fallback_hint")),
+    h("label", { class: "check" }, auto, " ", t("tokens.auto_cache")),
+    field(t("tokens.auto_cache_min_chars"), minChars));
+  const num = (input) => (input.value.trim() === "" ? null : Number(input.value));
+  return {
+    el,
+    value() {
+      const now = { plan: plan.value || null, auto_cache_breakpoints: auto.checked,
+        fallback_models: fallback.value.split(",").map((m) => m.trim()).filter(Boolean),
+        auto_cache_min_chars: num(minChars) };
+      for (const [name] of LIMITS) now[name] = num(inputs[name]);
+      const out = {};
+      for (const [name, v] of Object.entries(now)) {
+        const was = name === "fallback_models" ? (tok.fallback_models || []) : (tok[name] ?? (name === "auto_cache_breakpoints" ? false : null));
+        if (JSON.stringify(v) !== JSON.stringify(was)) out[name] = name === "fallback_models" && !v.length ? null : v;
+      }
       return out;
     },
   };
@@ -139,18 +181,19 @@ export function mount(container) {
 
   function editDialog(tok) {
     const ctl = cacheControls(tok.cache_mode, Math.round((tok.similarity_threshold ?? 0.5) * 100));
+    const limits = limitControls(tok);
     const err = h("div", { role: "alert", class: "form-error" });
     const save = h("button", { type: "button", class: "btn btn-primary", "data-testid": "save-token" }, t("common.save"));
     const cancel = h("button", { type: "button", class: "btn", onclick: () => dlg.close("cancel") }, t("common.cancel"));
     const dlg = modal({
       title: t("tokens.edit_title", { name: tok.name }),
-      body: h("div", {}, h("p", { class: "muted" }, tok.id), ctl.el, err),
+      body: h("div", {}, h("p", { class: "muted" }, tok.id), ctl.el, limits.el, err),
       actions: [cancel, save],
     });
     save.addEventListener("click", async () => {
       save.disabled = true;
       try {
-        await api(`/admin/tokens/${encodeURIComponent(tok.id)}`, { method: "PATCH", body: ctl.value() });
+        await api(`/admin/tokens/${encodeURIComponent(tok.id)}`, { method: "PATCH", body: { ...ctl.value(), ...limits.value() } });
         dlg.close("ok");
         toast(t("tokens.saved", { name: tok.name }), "ok");
         load();
