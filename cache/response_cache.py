@@ -16,7 +16,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -348,7 +348,11 @@ class ResponseCache:
                        response: dict[str, Any], ttl_seconds: int, *,
                        cost: float | None = None) -> asyncio.Task[bool]:
         """``store`` in a background task the cache keeps a reference to (``close`` waits for it)."""
-        task = asyncio.create_task(self.store(token, fp, lookup, response, ttl_seconds, cost=cost))
+        return self.in_background(self.store(token, fp, lookup, response, ttl_seconds, cost=cost))
+
+    def in_background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run cache work off the response path, referenced until done (the loop keeps only weak ones)."""
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -75,7 +74,6 @@ class CacheContext:
     header: str
     leader_lock: AbstractAsyncContextManager[Any] | None = None
     include_usage: bool = False
-    _pending: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def hit(self) -> Any:
@@ -96,22 +94,13 @@ class CacheContext:
         """Store off the response path; failures are the cache's to log, never the client's problem."""
         if not self.store:
             return
-        lookup = self.lookup
-        task = asyncio.create_task(self.cache.store(self.token, self.fp, lookup, response, self.ttl))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        self.cache.schedule_store(self.token, self.fp, self.lookup, response, self.ttl)
 
 
-# strong references to store tasks until they finish (the loop only keeps weak ones)
-_background: set[asyncio.Task[Any]] = set()
-
-
-def release_later(flight: AbstractAsyncContextManager[Any]) -> None:
+def release_later(cache: ResponseCache, flight: AbstractAsyncContextManager[Any]) -> None:
     """Leave a single flight in a task of its own. Created after the store task (``store_later``), it runs
     after it, so the flight still sees that store and keeps its waiters until the answer is in Redis."""
-    task = asyncio.create_task(flight.__aexit__(None, None, None))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    cache.in_background(flight.__aexit__(None, None, None))
 
 
 async def cache_context(request: web.Request, token: Token, tail: str, payload: dict[str, Any],

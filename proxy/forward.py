@@ -131,7 +131,7 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         raise
     # the waiters are released once the answer is stored, which happens after the response is out: leaving
     # the flight (a loop turn, then a task) need not hold the response up either
-    release_later(flight)
+    release_later(cache_ctx.cache, flight)
     return resp
 
 
