@@ -64,17 +64,18 @@ _TAG_PREFIX = "x-orcache-"
 
 def _tags(request: web.Request, record: CallRecord) -> None:
     # one pass over the headers (most requests carry none of ours) instead of a lookup per tag
+    headers = request.headers
     meta = None
-    for name, value in request.headers.items():
-        if len(name) <= 10 or name[:10].lower() != _TAG_PREFIX:
+    for name in headers:
+        if len(name) <= 10 or name[0] not in "Xx" or name[:10].lower() != _TAG_PREFIX:
             continue
         low = name.lower()
         column = _TAG_BY_LOWER.get(low)
         if column is not None:
-            if column not in record.tags:  # the first occurrence wins, as headers.get() would have it
-                record.tags[column] = value[:200]
+            if column not in record.tags:
+                record.tags[column] = headers[name][:200]  # the first occurrence, as headers.get() gives it
         elif low == _METADATA_LOWER and meta is None:
-            meta = value
+            meta = headers[name]
     if meta:
         try:
             parsed = orjson.loads(meta)
