@@ -48,6 +48,8 @@ WEATHER_TOOL = {
     },
 }
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 async def client(aiohttp_client: Any) -> TestClient:
@@ -599,7 +601,7 @@ async def test_openai_sdk_streaming_and_non_streaming(upstream_url: str) -> None
 async def test_cli_prints_its_url_and_serves() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "scripts.fake_openrouter", "--host", "127.0.0.1", "--port", "0",
-        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+        stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT)
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()

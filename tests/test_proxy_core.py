@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import time
 
 import aiohttp
@@ -196,13 +196,15 @@ async def test_token_api_round_trip_visible_in_redis(proxy, admin_headers, redis
     assert create.status == 201
     token = await create.json()
     assert token["token"].startswith("sk-orc-") and "70%" in token["cache_help"]
-    out = subprocess.run(["redis-cli", "-s", str(redis_server.socket_path), "HGETALL",
-                          f"{key_prefix}:token:{token['id']}"], capture_output=True, text=True, check=True)
-    fields = dict(zip(out.stdout.split("\n")[0::2], out.stdout.split("\n")[1::2]))
+    cli = await asyncio.create_subprocess_exec("redis-cli", "-s", str(redis_server.socket_path), "HGETALL",
+                                               f"{key_prefix}:token:{token['id']}", stdout=asyncio.subprocess.PIPE)
+    stdout = (await cli.communicate())[0].decode()
+    assert await cli.wait() == 0
+    fields = dict(zip(stdout.split("\n")[0::2], stdout.split("\n")[1::2]))
     assert fields["name"] == "team-a" and fields["cache_mode"] == "semantic"
     assert float(fields["similarity_threshold"]) == 0.7 and fields["cache_ttl_seconds"] == "600"
     assert fields["revoked"] == "0" and fields["created_at"]
-    assert token["token"] not in out.stdout and len(fields["secret_sha256"]) == 64
+    assert token["token"] not in stdout and len(fields["secret_sha256"]) == 64
 
     listed = await (await proxy.get("/admin/tokens", headers=admin_headers)).json()
     assert [t["id"] for t in listed["items"]] == [token["id"]] and "token" not in listed["items"][0]
