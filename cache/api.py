@@ -11,22 +11,17 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TypeVar
 
-import orjson
 from aiohttp import web
 
 from cache.response_cache import CacheUnavailable, ResponseCache
 from proxy.auth import require_admin
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, json_response
 from proxy.keys import RESPONSE_CACHE
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
-
-
-def _json(obj: object) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
 
 def _cache(request: web.Request) -> ResponseCache:
@@ -48,14 +43,14 @@ async def cache_stats(request: web.Request) -> web.Response:
     await require_admin(request)
     cache = _cache(request)
     scopes = await _call(cache.stats())
-    return _json({"scopes": scopes, "counters": cache.counters(), "semantic_ready": cache.semantic_ready})
+    return json_response({"scopes": scopes, "counters": cache.counters(), "semantic_ready": cache.semantic_ready})
 
 
 @routes.delete("/admin/cache/tokens/{token_id}")
 async def purge_token(request: web.Request) -> web.Response:
     await require_admin(request)
     deleted = await _call(_cache(request).purge_scope(f"token:{request.match_info['token_id']}"))
-    return _json({"deleted": deleted})
+    return json_response({"deleted": deleted})
 
 
 @routes.delete("/admin/cache/scopes/{scope}")
@@ -65,7 +60,7 @@ async def purge_scope(request: web.Request) -> web.Response:
     if not scope.startswith(("token:", "shared:")):
         raise ProxyError(400, "A scope is 'token:<id>' or 'shared:<name>'.", "invalid_scope", param="scope")
     deleted = await _call(_cache(request).purge_scope(scope))
-    return _json({"deleted": deleted})
+    return json_response({"deleted": deleted})
 
 
 @routes.delete("/admin/cache/entries/{entry_id}")
@@ -73,4 +68,4 @@ async def delete_entry(request: web.Request) -> web.Response:
     await require_admin(request)
     if not await _call(_cache(request).delete_entry(request.match_info["entry_id"])):
         raise ProxyError(404, "No cache entry with this id.", "entry_not_found", param="entry_id")
-    return _json({"deleted": 1})
+    return json_response({"deleted": 1})

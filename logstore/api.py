@@ -15,7 +15,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from logstore import queries
@@ -23,7 +22,7 @@ from logstore.queries import DayRange, LogFilters
 from logstore.rows import CACHE_STATUSES
 from logstore.savings import provider_cache_savings
 from proxy.auth import require_admin, require_principal
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, json_response
 from proxy.keys import PG_POOL, PRICING
 
 __all__ = ["routes"]
@@ -36,11 +35,6 @@ _RANGES = {"1day": 1, "7days": 7, "30days": 30, "90days": 90, "all": None}
 _STATUSES = ("success", "error", "cached")
 _MAX_TEXT = 256
 T = TypeVar("T")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data, option=orjson.OPT_UTC_Z),
-                        content_type="application/json")
 
 
 def _bad(param: str, message: str) -> ProxyError:
@@ -199,7 +193,7 @@ async def admin_logs(request: web.Request) -> web.Response:
     q = request.query
     page, page_size = _paging(q)
     filters = log_filters(q)
-    return _json(await _db(queries.list_logs(_pool(request), filters, page, page_size)))
+    return json_response(await _db(queries.list_logs(_pool(request), filters, page, page_size)))
 
 
 @routes.get("/admin/logs/{request_id}")
@@ -209,7 +203,7 @@ async def admin_log(request: web.Request) -> web.Response:
     row = await _db(queries.get_log(_pool(request), request_id))
     if row is None:
         raise ProxyError(404, f"No log entry for request id {request_id!r}.", "not_found", param="request_id")
-    return _json(row)
+    return json_response(row)
 
 
 @routes.get("/api/tokens/usage-logs")
@@ -220,7 +214,7 @@ async def usage_logs(request: web.Request) -> web.Response:
     days = day_range(q)
     result = await _db(queries.usage_logs(_pool(request), days, token_id=token_id, model=_str(q, "model"),
                                           provider=_str(q, "provider"), page=page, page_size=page_size))
-    return _json({**result, "token_id": token_id, **_range_json(days)})
+    return json_response({**result, "token_id": token_id, **_range_json(days)})
 
 
 @routes.get("/api/tokens/cache-stats")
@@ -231,7 +225,7 @@ async def token_cache_stats(request: web.Request) -> web.Response:
     # the provider's prompt cache, apart from the proxy's own response cache (saved_cost)
     stats["provider_prompt_cache"] = await _db(provider_cache_savings(
         _pool(request), days.start, days.end, token_id, request.app.get(PRICING)))
-    return _json({"token_id": token_id, **_range_json(days), **stats})
+    return json_response({"token_id": token_id, **_range_json(days), **stats})
 
 
 @routes.get("/admin/analytics/summary")
@@ -240,7 +234,7 @@ async def analytics_summary(request: web.Request) -> web.Response:
     q = request.query
     days = day_range(q)
     token_id = _str(q, "token_id")
-    return _json({**_range_json(days), "token_id": token_id,
+    return json_response({**_range_json(days), "token_id": token_id,
                   **await _db(queries.analytics_summary(_pool(request), days, token_id))})
 
 
@@ -252,7 +246,7 @@ async def analytics_daily(request: web.Request) -> web.Response:
     if days.end is None and days.start is not None:
         days = DayRange(days.start, datetime.now(UTC).date())  # a trend has every day up to today
     data = await _db(queries.analytics_daily(_pool(request), days, _str(q, "token_id")))
-    return _json({**_range_json(days), "data": data})
+    return json_response({**_range_json(days), "data": data})
 
 
 @routes.get("/admin/analytics/top-tokens")
@@ -262,7 +256,8 @@ async def analytics_top_tokens(request: web.Request) -> web.Response:
     days = day_range(q)
     limit = _int(q, "limit", 10, 1, 100)
     assert limit is not None
-    return _json({**_range_json(days), "data": await _db(queries.analytics_top_tokens(_pool(request), days, limit))})
+    top = await _db(queries.analytics_top_tokens(_pool(request), days, limit))
+    return json_response({**_range_json(days), "data": top})
 
 
 @routes.get("/admin/analytics/models")
@@ -273,7 +268,7 @@ async def analytics_models(request: web.Request) -> web.Response:
     limit = _int(q, "limit", 100, 1, 1000)
     assert limit is not None
     data = await _db(queries.analytics_models(_pool(request), days, _str(q, "token_id"), limit))
-    return _json({**_range_json(days), "data": data})
+    return json_response({**_range_json(days), "data": data})
 
 
 @routes.get("/admin/analytics/cache")
@@ -286,7 +281,7 @@ async def analytics_cache(request: web.Request) -> web.Response:
     # the provider's prompt cache, apart from the proxy's own response cache (saved_cost)
     stats["provider_prompt_cache"] = await _db(provider_cache_savings(
         _pool(request), days.start, days.end, token_id, request.app.get(PRICING)))
-    return _json({**_range_json(days), "token_id": token_id, **stats})
+    return json_response({**_range_json(days), "token_id": token_id, **stats})
 
 
 @routes.get("/admin/analytics/cache/evolution")
@@ -298,7 +293,7 @@ async def analytics_cache_evolution(request: web.Request) -> web.Response:
         raise _bad("run_id", "Give run_id or query_id.")
     data = await _db(queries.cache_evolution(_pool(request), run_id=run_id, query_id=query_id,
                                              token_id=_str(q, "token_id")))
-    return _json({"run_id": run_id, "query_id": query_id, "data": data})
+    return json_response({"run_id": run_id, "query_id": query_id, "data": data})
 
 
 @routes.get("/admin/analytics/cache/top-savings")
@@ -313,4 +308,4 @@ async def analytics_cache_top_savings(request: web.Request) -> web.Response:
                                                          tzinfo=UTC)
     data = await _db(queries.cache_top_savings(_pool(request), start_time=start, end_time=end, limit=limit,
                                                token_id=_str(q, "token_id")))
-    return _json({**_range_json(days), "data": data})
+    return json_response({**_range_json(days), "data": data})

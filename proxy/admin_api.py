@@ -8,17 +8,13 @@ import orjson
 from aiohttp import web
 
 from proxy.auth import require_admin, require_token
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, json_response
 from proxy.keys import AUTH, REDIS, SETTINGS
 from proxy.tokens import CACHE_HELP, TokenStore, TokenValidationError
 
-__all__ = ["routes", "json_response", "read_json_object"]
+__all__ = ["routes", "read_json_object"]
 
 routes = web.RouteTableDef()
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -63,10 +59,14 @@ async def list_tokens(request: web.Request) -> web.Response:
     return json_response({"items": [t.public() for t in reversed(tokens)], "total": len(tokens)})
 
 
+def _not_found(request: web.Request) -> ProxyError:
+    return ProxyError(404, f"No token with id {request.match_info['token_id']!r}.", "token_not_found")
+
+
 async def _get_or_404(request: web.Request):
     token = await _store(request).get(request.match_info["token_id"])
     if token is None:
-        raise ProxyError(404, f"No token with id {request.match_info['token_id']!r}.", "token_not_found")
+        raise _not_found(request)
     return token
 
 
@@ -85,7 +85,7 @@ async def update_token(request: web.Request) -> web.Response:
     except TokenValidationError as exc:
         raise _invalid(exc) from None
     if token is None:
-        raise ProxyError(404, f"No token with id {request.match_info['token_id']!r}.", "token_not_found")
+        raise _not_found(request)
     request.app[AUTH].forget()
     return json_response(token.public())
 
@@ -95,7 +95,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     await require_admin(request)
     token = await _store(request).revoke(request.match_info["token_id"])
     if token is None:
-        raise ProxyError(404, f"No token with id {request.match_info['token_id']!r}.", "token_not_found")
+        raise _not_found(request)
     request.app[AUTH].forget()
     return json_response(token.public())
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
-__all__ = ["ProxyError", "error_body", "error_response"]
+__all__ = ["ProxyError", "error_body", "error_response", "json_response"]
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -50,3 +52,9 @@ def error_response(status: int, message: str, code: str, *, param: str | None = 
                    headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=error_body(status, message, code, param),
                         content_type="application/json", headers=headers)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """Every JSON answer of the admin, token and ops APIs (datetimes as ISO 8601 with a Z)."""
+    return web.Response(status=status, body=orjson.dumps(data, option=orjson.OPT_UTC_Z),
+                        content_type="application/json")

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from proxy.admin_api import json_response
+from proxy.errors import json_response
 from proxy.keys import LOG_WRITER, METRICS, PG_POOL, REDIS, RESPONSE_CACHE, SETTINGS
 from proxy.metrics import render_metrics
 from proxy.openapi import openapi_document

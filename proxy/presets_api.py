@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.admin_api import json_response, read_json_object
+from proxy.admin_api import read_json_object
 from proxy.auth import require_admin
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, json_response
 from proxy.keys import PRESETS
 from proxy.presets import Preset, PresetExistsError, PresetValidationError
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.admin_api import json_response, read_json_object
+from proxy.admin_api import read_json_object
 from proxy.auth import SESSION_COOKIE, require_principal
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, json_response
 from proxy.keys import AUTH, REDIS, SETTINGS
 from proxy.rediskeys import session_key
 from proxy.tokens import hash_secret

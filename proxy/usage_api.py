@@ -13,13 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 from aiohttp import web
 
 from logstore.savings import provider_cache_savings, token_totals
 from proxy.auth import require_principal
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, json_response
 from proxy.keys import PG_POOL, PRICING, QUOTAS, REDIS, SETTINGS
 from proxy.token_options import options_of
 from proxy.tokens import Token, TokenStore
@@ -95,4 +94,4 @@ async def my_usage(request: web.Request) -> web.Response:
         },
         "source": {"quotas": "redis", "month": "postgres" if month is not None else "redis"},
     }
-    return web.Response(body=orjson.dumps(body, option=orjson.OPT_UTC_Z), content_type="application/json")
+    return json_response(body)
