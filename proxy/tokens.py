@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from proxy.rediskeys import events_channel, token_key, tokens_index
 from proxy.token_options import OPTION_FIELDS, check_option, public_option
 
 __all__ = [
@@ -184,10 +185,10 @@ class TokenStore:
         self._prefix = prefix
 
     def _key(self, tid: str) -> str:
-        return f"{self._prefix}:token:{tid}"
+        return token_key(self._prefix, tid)
 
     async def _announce(self, tid: str) -> None:
-        await self._redis.publish(f"{self._prefix}:events", tid)
+        await self._redis.publish(events_channel(self._prefix), tid)
 
     async def create(self, fields: dict[str, Any]) -> tuple[Token, str]:
         values = {"cache_mode": "off", "similarity_threshold": repr(DEFAULT_THRESHOLD),
@@ -198,7 +199,7 @@ class TokenStore:
         values.update(created_at=_now_iso(), revoked="0", secret_sha256=hash_secret(secret))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(tid), mapping=values)
-            pipe.zadd(f"{self._prefix}:tokens", {tid: time.time()})
+            pipe.zadd(tokens_index(self._prefix), {tid: time.time()})
             await pipe.execute()
         return Token.from_hash(tid, values), secret
 
@@ -211,7 +212,7 @@ class TokenStore:
         return Token.from_hash(tid, {_s(k): _s(v) for k, v in raw.items()})
 
     async def list(self, *, include_revoked: bool = True) -> list[Token]:
-        ids = [_s(i) for i in await self._redis.zrange(f"{self._prefix}:tokens", 0, -1)]
+        ids = [_s(i) for i in await self._redis.zrange(tokens_index(self._prefix), 0, -1)]
         if not ids:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
