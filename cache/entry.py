@@ -23,11 +23,13 @@ class CachedEntry:
     model: str
     query_text: str | None = None
     size: int = 0  # bytes of the stored value
+    expires_at: float | None = None  # unix time the Redis copy expires (entries stored before it: None)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({
             "v": FORMAT, "id": self.id, "response": self.response, "usage": self.usage, "cost": self.cost,
             "stored_at": self.stored_at, "scope": self.scope, "model": self.model, "query": self.query_text,
+            "expires_at": self.expires_at,
         })
 
     @classmethod
@@ -41,7 +43,7 @@ class CachedEntry:
             return None
         return cls(id=d.get("id", ""), response=d["response"], usage=d.get("usage"), cost=d.get("cost"),
                    stored_at=d.get("stored_at", 0.0), scope=d.get("scope", ""), model=d.get("model", ""),
-                   query_text=d.get("query"), size=len(raw))
+                   query_text=d.get("query"), size=len(raw), expires_at=d.get("expires_at"))
 
 
 def is_storable(response: Any) -> bool:

@@ -12,6 +12,8 @@
                                              semantic entries, embedding (FLOAT32 vector).
   {prefix}:cache:lock:{key}                  string, PX: single-flight lock, held by the process whose
                                              request is calling the upstream for this key.
+  {prefix}:cache:events                      pub/sub channel: purges and deletes, so every worker drops
+                                             its hot tier (``cache.hot``).
   {prefix}-semantic                          RediSearch index (redisvl) over {prefix}:cache:vec:
                                              HNSW, COSINE, 384 dims with the local MiniLM model.
 
@@ -27,6 +29,7 @@ import hashlib
 
 __all__ = [
     "entry_id",
+    "events_channel",
     "exact_key",
     "exact_key_for_vector",
     "index_name",
@@ -70,3 +73,7 @@ def tag_digest(value: str) -> str:
 def entry_id(scope: str, key: str) -> str:
     """The id the admin API uses for one entry: unique across scopes, URL-safe."""
     return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:32]
+
+
+def events_channel(prefix: str) -> str:
+    return f"{prefix}:cache:events"

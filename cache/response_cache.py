@@ -5,9 +5,11 @@ KNN query filtered inside RediSearch by scope, model, parameters and conversatio
 candidate is served only when its cosine similarity reaches the token's threshold (raised, never
 lowered, by ``min_threshold``) and the semantic guard accepts the pair of questions.
 
-The cache never fails a request: every Redis call is bounded by ``settings.cache_timeout_ms``; on a
-timeout or connection error it logs ``cache_unavailable``, counts ``errors``, answers a miss (or skips
-the store) and leaves Redis alone for ``retry_after`` seconds. Key layout: see ``cache.keys``.
+The cache never fails a request: every Redis call is bounded by ``settings.cache_timeout_ms``; a call
+over it, or a connection error, logs ``cache_unavailable``, counts ``errors`` and answers a miss (or
+skips the store). A lost connection, or ``_TRIP_AFTER`` timeouts in a row, then leave Redis alone for
+``retry_after`` seconds: one slow reply on a busy event loop is not an outage, and resting the cache
+turns every request into an upstream call. Key layout: see ``cache.keys``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -40,7 +43,10 @@ from cache.canonical import Fingerprint
 from cache.embeddings import EMBEDDER, LOCAL_DIMS, Embedder, make_embedder
 from cache.entry import CachedEntry, is_storable
 from cache.guard import guard_allows
-from proxy.keys import REDIS, RESPONSE_CACHE, SETTINGS, UPSTREAM
+from cache.hot import HotEntries
+from proxy.channel import follow_channel
+from proxy.keys import REDIS, REDIS_COMMANDS, RESPONSE_CACHE, SETTINGS, UPSTREAM
+from proxy.resp import Commands, Script, commands_for
 from proxy.settings import Settings
 from proxy.tokens import Token
 
@@ -52,10 +58,19 @@ CACHING_MODES = ("exact", "semantic")
 _ADMIN_TIMEOUT = 10.0  # admin operations (purge, stats) may touch many keys
 _SETUP_TIMEOUT = 5.0
 _ENTRY_ID = re.compile(r"[0-9a-f]{32}")
-_RELEASE = """
+_TRIP_AFTER = 3  # timeouts in a row that rest the cache (a refused or lost connection rests it at once)
+_GHOST_RETRIES = (0.2, 1.0, 5.0)  # seconds: when to try removing a lock a timed-out SET may have taken
+_RELEASE = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
-"""
+""")
+# Take the single-flight lock unless the answer is already stored (returns 2): a request that saw a miss a
+# moment ago and finds the lock free may be just behind a leader that has stored and released.
+_ACQUIRE = Script("""
+if redis.call('exists', KEYS[2]) == 1 then return 2 end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+""")
 
 
 class Failed:
@@ -114,6 +129,14 @@ def _unavailable(exc: BaseException | None) -> bool:
     return False
 
 
+def _timed_out(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def _as_bytes(vector: list[float] | bytes) -> bytes:
     return vector if isinstance(vector, bytes) else np.asarray(vector, dtype=np.float32).tobytes()
 
@@ -121,8 +144,11 @@ def _as_bytes(vector: list[float] | bytes) -> bytes:
 class ResponseCache:
     def __init__(self, redis: Redis, settings: Settings, embedder: Embedder | None = None, *,
                  guard: Callable[[str, str], bool] | None = None, retry_after: float = 1.0,
-                 candidates: int = 3, embed_timeout: float = 2.0) -> None:
-        self._redis = redis
+                 candidates: int = 3, embed_timeout: float = 2.0, commands: Commands | None = None) -> None:
+        self._redis = redis  # the index, admin work
+        # lookups, locks and stores: the lean client (``commands_for``), shared with auth when the app gives it
+        self._owns_commands = commands is None
+        self._commands = commands or commands_for(redis)
         self._prefix = settings.key_prefix
         self._enabled = settings.cache_enabled
         self._timeout = settings.cache_timeout_ms / 1000.0
@@ -138,12 +164,14 @@ class ResponseCache:
         self._next_setup = 0.0
         self._setup_lock = asyncio.Lock()
         self._down_until = 0.0
+        self._timeouts_in_row = 0
         self._next_warning = 0.0
         self._suppressed = 0
+        self._hot = HotEntries(max_entries=settings.cache_hot_entries, seconds=settings.cache_hot_seconds)
+        self._listener: asyncio.Task[None] | None = None
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._storing: dict[str, set[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._release = redis.register_script(_RELEASE)
         # counters, read by the metrics endpoint
         self.hits_exact = 0
         self.hits_semantic = 0
@@ -214,12 +242,18 @@ class ResponseCache:
         return await self.setup(timeout=self._timeout if timeout is None else timeout)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._listener, 2.0)
         for fut in self._flights.values():
             if not fut.done():
                 fut.set_result(None)
         self._flights.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
+        if self._owns_commands:
+            await self._commands.close()
 
     # ---- failures -----------------------------------------------------------------------------------
 
@@ -234,7 +268,12 @@ class ResponseCache:
             log.error("cache_error", op=op, error=repr(exc))
             return
         now = time.monotonic()
-        self._down_until = now + self._retry_after
+        if _timed_out(exc):
+            self._timeouts_in_row += 1
+            if self._timeouts_in_row >= _TRIP_AFTER:
+                self._down_until = now + self._retry_after
+        else:
+            self._down_until = now + self._retry_after
         if now >= self._next_warning:
             # one warning a second at most: a Redis outage must not flood the logs
             log.warning("cache_unavailable", op=op, error=repr(exc),
@@ -248,10 +287,12 @@ class ResponseCache:
         """One Redis round trip, bounded; a failure is logged and counted, never raised."""
         try:
             async with asyncio.timeout(self._timeout):
-                return await aw
+                result = await aw
         except Exception as exc:  # noqa: BLE001 -- the cache must never fail a request
             self._failed(op, exc)
             return FAILED
+        self._timeouts_in_row = 0
+        return result
 
     # ---- lookup -------------------------------------------------------------------------------------
 
@@ -261,10 +302,16 @@ class ResponseCache:
         result = CacheLookup("miss", scope=scope)
         if not self._enabled or token.cache_mode not in CACHING_MODES:
             return result
+        name = keys.exact_key(self._prefix, scope, fp.exact_key)
+        entry = self._hot.get(name)
+        if entry is not None:
+            self.hits_exact += 1
+            return CacheLookup("exact", entry, scope=scope)
         if self._down():
             self.misses += 1
             return result
-        raw = await self._call("lookup", self._redis.get(keys.exact_key(self._prefix, scope, fp.exact_key)))
+        generation = self._hot.generation
+        raw = await self._call("lookup", self._commands.get(name))
         if raw is FAILED:
             self.misses += 1
             return result
@@ -272,6 +319,7 @@ class ResponseCache:
             entry = CachedEntry.from_bytes(raw)
             if entry is not None:
                 self.hits_exact += 1
+                self._keep_hot(name, entry, generation)
                 return CacheLookup("exact", entry, scope=scope)
         if not exact_only and token.cache_mode == "semantic" and fp.query_text is not None:
             hit = await self._semantic(token, fp, min_threshold, result)
@@ -332,7 +380,7 @@ class ResponseCache:
                 log.info("semantic_guard_refused", similarity=round(similarity, 4), scope=result.scope)
                 continue
             exact_name = keys.exact_key_for_vector(self._prefix, row["id"])
-            raw = await self._call("semantic_lookup", self._redis.get(exact_name))
+            raw = await self._call("semantic_lookup", self._commands.get(exact_name))
             if raw is FAILED:
                 return None
             entry = CachedEntry.from_bytes(raw) if raw is not None else None
@@ -379,6 +427,7 @@ class ResponseCache:
     async def _store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None,
                      response: dict[str, Any], ttl_seconds: int, cost: float | None) -> bool:
         scope = token.cache_scope
+        generation = self._hot.generation
         vector = lookup.vector if lookup is not None and lookup.scope == scope else None
         if vector is None and token.cache_mode == "semantic" and fp.query_text is not None:
             vector = await self._embed(fp.query_text)
@@ -387,8 +436,9 @@ class ResponseCache:
             cost = float(usage["cost"])
         now = time.time()
         entry = CachedEntry(keys.entry_id(scope, fp.exact_key), response, usage, cost, now, scope, fp.model,
-                            fp.query_text)
+                            fp.query_text, expires_at=now + ttl_seconds)
         blob = entry.to_bytes()
+        entry.size = len(blob)
         exact_name = keys.exact_key(self._prefix, scope, fp.exact_key)
         row: dict[str, Any] = {
             "entry": exact_name, "entry_id": entry.id, "scope": keys.tag_digest(scope), "scope_name": scope,
@@ -403,15 +453,33 @@ class ResponseCache:
             row["embedder"] = self._embedder_tag()
         ttl_ms = int(ttl_seconds * 1000)
         vec_key = keys.vector_key(self._prefix, scope, fp.exact_key)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(exact_name, blob, px=ttl_ms)
-        pipe.delete(vec_key)  # a row left from an earlier store must not keep an old vector
-        pipe.hset(vec_key, mapping=row)
-        pipe.pexpire(vec_key, ttl_ms)
-        if await self._call("store", pipe.execute()) is FAILED:
+        fields = [part for name, value in row.items() for part in (name, value)]
+        stored = self._commands.transaction([
+            ("SET", exact_name, blob, "PX", ttl_ms),
+            ("DEL", vec_key),  # a row left from an earlier store must not keep an old vector
+            ("HSET", vec_key, *fields),
+            ("PEXPIRE", vec_key, ttl_ms),
+        ])
+        if await self._call("store", stored) is FAILED:
             return False
         self.stores += 1
+        self._keep_hot(exact_name, entry, generation)
         return True
+
+    def _keep_hot(self, name: str, entry: CachedEntry, generation: int) -> None:
+        self._hot.put(name, entry, None if entry.expires_at is None else entry.expires_at - time.time(), generation)
+
+    def start_listening(self) -> None:
+        """Drop the hot tier whenever any worker purges or deletes entries (``cache.hot``)."""
+        if self._hot.enabled and self._listener is None:
+            self._listener = asyncio.create_task(
+                follow_channel(self._redis, keys.events_channel(self._prefix), self._hot.clear), name="cache-events")
+
+    async def _forget_everywhere(self) -> None:
+        self._hot.clear()
+        with suppress(Exception):  # the hot tier's own expiry bounds what a lost message costs
+            async with asyncio.timeout(_SETUP_TIMEOUT):
+                await self._redis.publish(keys.events_channel(self._prefix), b"purge")
 
     # ---- single flight ------------------------------------------------------------------------------
 
@@ -423,15 +491,35 @@ class ResponseCache:
         answer stored, at most ``settings.single_flight_timeout`` seconds, then proceed with ``leader``
         False: they should look the key up again before calling the upstream themselves.
         """
-        return SingleFlight(self, f"{scope}:{key}" if scope else key, key)
+        entry = keys.exact_key(self._prefix, scope, key) if scope else None
+        return SingleFlight(self, f"{scope}:{key}" if scope else key, key, entry)
 
-    async def _acquire(self, lock: str, owner: str) -> bool | None:
-        """True: the lock is ours. False: another process holds it. None: Redis is not usable."""
+    async def _acquire(self, lock: str, owner: str, entry: str | None) -> int | None:
+        """1: the lock is ours. 0: another process holds it. 2: the answer is stored already.
+        None: Redis is not usable (and a lock the failed call may still have set is cleared later)."""
         if self._down():
             return None
         ttl_ms = max(1, int(self._flight_timeout * 1000))
-        got = await self._call("single_flight", self._redis.set(lock, owner, nx=True, px=ttl_ms))
-        return None if got is FAILED else bool(got)
+        if entry is None:
+            got = await self._call("single_flight", self._commands.execute("SET", lock, owner, "NX", "PX", ttl_ms))
+        else:
+            got = await self._call("single_flight", self._commands.run_script(_ACQUIRE, [lock, entry], [owner, ttl_ms]))
+        if got is FAILED:
+            # the SET may have reached Redis before the timeout: left alone, that lock would hold every
+            # identical request in every worker for the whole flight timeout
+            self.in_background(self._clear_ghost(lock, owner))
+            return None
+        return int(got) if entry is not None else int(bool(got))
+
+    async def _clear_ghost(self, lock: str, owner: str) -> None:
+        for delay in _GHOST_RETRIES:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(max(self._timeout, 1.0)):
+                    await self._commands.run_script(_RELEASE, [lock], [owner])
+                return
+            except Exception:  # noqa: BLE001,S112 -- Redis still away: try again later; the lock expires anyway
+                continue
 
     async def _wait_unlocked(self, lock: str) -> None:
         deadline = time.monotonic() + self._flight_timeout
@@ -439,13 +527,13 @@ class ResponseCache:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-            held = await self._call("single_flight", self._redis.exists(lock))
+            held = await self._call("single_flight", self._commands.execute("EXISTS", lock))
             if held is FAILED or not held:
                 return
 
     async def _unlock(self, lock: str, owner: str) -> None:
         if not self._down():  # otherwise the lock expires by itself
-            await self._call("single_flight", self._release(keys=[lock], args=[owner]))
+            await self._call("single_flight", self._commands.run_script(_RELEASE, [lock], [owner]))
 
     # ---- admin --------------------------------------------------------------------------------------
 
@@ -466,6 +554,7 @@ class ResponseCache:
             exact = [keys.exact_key_for_vector(self._prefix, i) for i in ids]
             await self._redis.unlink(*ids, *exact)
             deleted += len(ids)
+            await self._forget_everywhere()
 
     async def purge_scope(self, scope: str) -> int:
         """Delete every entry of a scope ("token:<id>" or "shared:<name>"); the number deleted."""
@@ -516,7 +605,8 @@ class ResponseCache:
     def counters(self) -> dict[str, int]:
         return {"hits_exact": self.hits_exact, "hits_semantic": self.hits_semantic, "misses": self.misses,
                 "stores": self.stores, "errors": self.errors, "guard_refusals": self.guard_refusals,
-                "semantic_skipped": self.semantic_skipped, "flight_waits": self.flight_waits}
+                "semantic_skipped": self.semantic_skipped, "flight_waits": self.flight_waits,
+                "hot_hits": self._hot.hits}
 
 
 def _s(value: Any) -> str:
@@ -526,12 +616,13 @@ def _s(value: Any) -> str:
 class SingleFlight:
     """The async context manager ``ResponseCache.single_flight`` returns; enters as ``leader: bool``."""
 
-    __slots__ = ("_cache", "_flight", "_fut", "_lock", "_owner", "_store_key")
+    __slots__ = ("_cache", "_entry", "_flight", "_fut", "_lock", "_owner", "_store_key")
 
-    def __init__(self, cache: ResponseCache, flight: str, store_key: str) -> None:
+    def __init__(self, cache: ResponseCache, flight: str, store_key: str, entry: str | None = None) -> None:
         self._cache = cache
         self._flight = flight
         self._store_key = store_key
+        self._entry = entry
         self._fut: asyncio.Future[None] | None = None
         self._lock = keys.lock_key(cache._prefix, flight)
         self._owner: str | None = None
@@ -551,8 +642,12 @@ class SingleFlight:
         cache._flights[self._flight] = self._fut
         owner = secrets.token_hex(8)
         try:
-            acquired = await cache._acquire(self._lock, owner)
-            if acquired is False:  # another worker process is on it
+            acquired = await cache._acquire(self._lock, owner, self._entry)
+            if acquired == 2:  # answered and stored since our lookup: look it up again
+                self._finish()
+                self._fut = None
+                return False
+            if acquired == 0:  # another worker process is on it
                 cache.flight_waits += 1
                 await cache._wait_unlocked(self._lock)
                 return False
@@ -611,9 +706,10 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         embedder = owned = make_embedder(settings, app.get(UPSTREAM))
         if owned is not None:
             await owned.start()
-    cache = ResponseCache(app[REDIS], settings, embedder=embedder)
+    cache = ResponseCache(app[REDIS], settings, embedder=embedder, commands=app.get(REDIS_COMMANDS))
     if settings.cache_enabled:
         await cache.setup()
+        cache.start_listening()
     app[RESPONSE_CACHE] = cache
     yield
     await cache.close()

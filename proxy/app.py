@@ -14,11 +14,12 @@ from logstore.writer import log_writer_ctx
 from proxy import admin_api, ops, presets_api, ui, usage_api
 from proxy.auth import auth_ctx
 from proxy.forward import proxy_handler
-from proxy.keys import METRICS, REDIS, SETTINGS
+from proxy.keys import METRICS, REDIS, REDIS_COMMANDS, SETTINGS
 from proxy.metrics import Metrics
 from proxy.middleware import request_middleware
 from proxy.presets import presets_ctx
 from proxy.quotas import quota_ctx, quota_headers
+from proxy.resp import commands_for
 from proxy.settings import Settings, SettingsError
 from proxy.upstream import upstream_ctx
 
@@ -43,6 +44,14 @@ def _redis_ctx(client: Redis | None):
     return redis_ctx
 
 
+async def redis_commands_ctx(app: web.Application):
+    """The lean pipelined client the request path uses (cache lookups and stores, token lookups)."""
+    commands = commands_for(app[REDIS])
+    app[REDIS_COMMANDS] = commands
+    yield
+    await commands.close()
+
+
 def create_app(settings: Settings, *, redis: Redis | None = None, metrics: Metrics | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[request_middleware],
                           handler_args={"max_field_size": 16384})
@@ -50,8 +59,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None, metrics: Metri
     app[METRICS] = metrics or Metrics()
     # closed in reverse: the cache stops first, the log writer drains before the pool closes
     app.cleanup_ctx.extend([
-        upstream_ctx, _redis_ctx(redis), auth_ctx, quota_ctx, presets_ctx, postgres_ctx, pricing_ctx, log_writer_ctx,
-        cache_ctx,
+        upstream_ctx, _redis_ctx(redis), redis_commands_ctx, auth_ctx, quota_ctx, presets_ctx, postgres_ctx,
+        pricing_ctx, log_writer_ctx, cache_ctx,
     ])
     app.on_response_prepare.append(quota_headers)  # X-RateLimit-* on every response of a limited token
     app.add_routes(ops.routes)

@@ -17,9 +17,11 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
+from proxy.channel import follow_channel
 from proxy.errors import ProxyError
-from proxy.keys import AUTH, REDIS, SETTINGS
+from proxy.keys import AUTH, REDIS, REDIS_COMMANDS, SETTINGS
 from proxy.rediskeys import admin_key, events_channel, session_key, token_key
+from proxy.resp import Commands, RedisPyCommands
 from proxy.settings import Settings
 from proxy.tokens import Token, hash_secret, parse_token_id
 
@@ -55,8 +57,9 @@ def _unauthorized(message: str, code: str = "invalid_api_key") -> ProxyError:
 
 
 class TokenAuthenticator:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, commands: Commands | None = None) -> None:
         self._redis = redis
+        self._commands = commands or RedisPyCommands(redis)  # token lookups are on the request path
         self._prefix = settings.key_prefix
         self._ttl = settings.token_cache_seconds
         self._cache: dict[str, tuple[Token, float]] = {}
@@ -80,24 +83,7 @@ class TokenAuthenticator:
                 await asyncio.wait_for(self._listener, 2.0)
 
     async def _listen(self) -> None:
-        while not self._stopping:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(events_channel(self._prefix))
-                self._cache.clear()  # anything may have changed while we were not listening
-                while not self._stopping:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._cache.clear()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis restarts: resubscribe, trust nothing cached meanwhile
-                self._cache.clear()
-                log.warning("token_events_disconnected", error=str(exc))
-                await asyncio.sleep(0.5)
-            finally:
-                with suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+        await follow_channel(self._redis, events_channel(self._prefix), self._cache.clear, lambda: not self._stopping)
 
     def forget(self) -> None:
         self._cache.clear()
@@ -115,7 +101,7 @@ class TokenAuthenticator:
             tid = parse_token_id(secret)
             if tid is None:
                 raise _unauthorized("Invalid API key: not a proxy token (they start with sk-orc-).")
-            raw = await self._redis.hgetall(token_key(self._prefix, tid))
+            raw = await self._commands.hgetall(token_key(self._prefix, tid))
             if not raw:
                 raise _unauthorized("Invalid API key: unknown token.")
             token = Token.from_hash(tid, {k.decode(): v.decode() for k, v in raw.items()})
@@ -179,7 +165,7 @@ async def require_admin(request: web.Request) -> Principal:
 
 
 async def auth_ctx(app: web.Application):
-    authenticator = TokenAuthenticator(app[REDIS], app[SETTINGS])
+    authenticator = TokenAuthenticator(app[REDIS], app[SETTINGS], app.get(REDIS_COMMANDS))
     await authenticator.start()
     app[AUTH] = authenticator
     yield

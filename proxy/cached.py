@@ -134,7 +134,7 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
     ctx = CacheContext(cache, token, fp, lookup, store=not skip_store and ttl > 0, ttl=ttl, header="MISS",
                        include_usage=include_usage)
     if ctx.store:
-        ctx.leader_lock = cache.single_flight(fp.exact_key)
+        ctx.leader_lock = cache.single_flight(fp.exact_key, scope=token.cache_scope)
     return ctx
 
 

@@ -20,14 +20,16 @@ if TYPE_CHECKING:
     from proxy.metrics import Metrics
     from proxy.presets import PresetStore
     from proxy.quotas import QuotaChecker
+    from proxy.resp import Commands
 
 __all__ = [
     "SETTINGS", "REDIS", "PG_POOL", "UPSTREAM", "AUTH", "LOG_WRITER", "PRICING", "RESPONSE_CACHE", "METRICS",
-    "QUOTAS", "PRESETS",
+    "QUOTAS", "PRESETS", "REDIS_COMMANDS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
+REDIS_COMMANDS: web.AppKey[Commands] = web.AppKey("redis_commands")  # the request path's lean client
 UPSTREAM = web.AppKey("upstream_session", aiohttp.ClientSession)
 PG_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pg_pool")
 AUTH: web.AppKey[TokenAuthenticator] = web.AppKey("auth")

@@ -43,11 +43,14 @@ class Settings:
 
     # response cache
     cache_enabled: bool = True
-    cache_timeout_ms: float = 25.0
+    cache_timeout_ms: float = 100.0
     embeddings: str = "local"  # "local" (MiniLM), "off", or an OpenAI-compatible base URL
     embeddings_model: str = "text-embedding-3-small"
     embeddings_api_key: str | None = field(default=None, repr=False)
     single_flight_timeout: float = 60.0
+    # the hot tier: exact entries served a moment ago, kept in each worker (0 entries or seconds: off)
+    cache_hot_entries: int = 4096
+    cache_hot_seconds: float = 2.0
 
     # proxy-side fallbacks (tokens' fallback_models / X-Orcache-Fallback-Models): retries of the same model,
     # the first backoff (doubled each retry), the longest Retry-After honoured, the total time for all attempts
@@ -170,6 +173,8 @@ def _validate(s: Settings) -> None:
                             "ORCACHE_FALLBACK_RETRY_AFTER_CAP_SECONDS must not be negative")
     if s.fallback_budget_seconds <= 0:
         raise SettingsError(f"ORCACHE_FALLBACK_BUDGET_SECONDS={s.fallback_budget_seconds} must be positive")
+    if s.cache_hot_entries < 0 or s.cache_hot_seconds < 0:
+        raise SettingsError("ORCACHE_CACHE_HOT_ENTRIES and ORCACHE_CACHE_HOT_SECONDS must not be negative")
     if s.auto_cache_min_chars < 1:
         raise SettingsError(f"ORCACHE_AUTO_CACHE_MIN_CHARS={s.auto_cache_min_chars} must be at least 1")
     if s.log_format not in {"auto", "json", "console"}:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from cache import keys
-from cache.response_cache import CacheUnavailable, ResponseCache
+from cache.response_cache import _ACQUIRE, CacheUnavailable, ResponseCache
 from proxy.embedded import EmbeddedRedis
 from tests.test_cache_support import answer, chat_fp, make_settings_for, make_token
 
@@ -177,6 +177,47 @@ async def test_single_flight_waits_for_another_process(cache: ResponseCache, red
     assert await redis.get(lock) is None
 
 
+async def test_single_flight_is_per_scope_and_sees_an_answer_stored_meanwhile(cache: ResponseCache, redis: Redis,
+                                                                             key_prefix: str) -> None:
+    fp = chat_fp("Scoped flight")
+    # another token's call of the same request holds its own lock: it must not hold this token up
+    other_lock = keys.lock_key(key_prefix, f"{B.cache_scope}:{fp.exact_key}")
+    await redis.set(other_lock, "worker-of-b", px=5000)
+    started = time.monotonic()
+    async with cache.single_flight(fp.exact_key, scope=A.cache_scope) as leader:
+        assert leader is True
+    assert time.monotonic() - started < 0.5
+    # an answer stored between our lookup and the lock: no lock taken, look it up again
+    assert await cache.store(A, fp, None, answer("meanwhile"), 600)
+    async with cache.single_flight(fp.exact_key, scope=A.cache_scope) as leader:
+        assert leader is False
+        assert not await redis.exists(keys.lock_key(key_prefix, f"{A.cache_scope}:{fp.exact_key}"))
+    assert (await cache.lookup(A, fp, exact_only=True)).status == "exact"
+
+
+async def test_a_lock_left_by_a_timed_out_call_is_cleared(cache: ResponseCache, redis: Redis,
+                                                         key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SET of a call that timed out may still have reached Redis; its lock must not stall the key."""
+    fp = chat_fp("Ghost lock")
+    lock = keys.lock_key(key_prefix, f"{A.cache_scope}:{fp.exact_key}")
+    commands = cache._commands
+    real = commands.run_script
+    monkeypatch.setattr("cache.response_cache._GHOST_RETRIES", (0.05, 0.2))
+
+    async def lands_then_times_out(script: Any, keys: list[str], args: list[Any]) -> Any:
+        result = await real(script, keys, args)  # Redis takes the lock...
+        if script is _ACQUIRE:
+            await asyncio.sleep(10)  # ...but the reply comes too late
+        return result
+
+    monkeypatch.setattr(commands, "run_script", lands_then_times_out)
+    async with cache.single_flight(fp.exact_key, scope=A.cache_scope) as leader:
+        assert leader is True  # Redis too slow: proceed without the lock
+    assert await redis.exists(lock)
+    await asyncio.sleep(0.2)
+    assert not await redis.exists(lock)
+
+
 async def test_single_flight_wait_is_bounded(redis: Redis, key_prefix: str) -> None:
     cache = ResponseCache(redis, make_settings_for(key_prefix, single_flight_timeout=0.2))
     started = time.monotonic()
@@ -221,8 +262,11 @@ async def test_redis_down_or_hanging_means_miss_not_failure(private_redis: Embed
         assert private_redis.process is not None
         os.kill(private_redis.process.pid, signal.SIGSTOP)  # hanging: every call times out
         with capture_logs() as logs:
+            # what this worker served a moment ago needs no Redis (the hot tier)...
+            assert (await cache.lookup(A, fp)).status == "exact"
             started = time.monotonic()
-            assert (await cache.lookup(A, fp)).status == "miss"
+            # ...anything else is a miss, quickly
+            assert (await cache.lookup(A, chat_fp("Not asked before"))).status == "miss"
             assert time.monotonic() - started < 0.5
             assert await cache.store(A, chat_fp("new"), None, answer("n"), 600) is False
             async with cache.single_flight(fp.exact_key) as leader:
@@ -234,7 +278,7 @@ async def test_redis_down_or_hanging_means_miss_not_failure(private_redis: Embed
         errors = cache.errors
         started = time.monotonic()
         for _ in range(5):
-            assert (await cache.lookup(A, fp)).status == "miss"
+            assert (await cache.lookup(A, chat_fp("Not asked before"))).status == "miss"
             assert await cache.store(A, fp, None, answer("x"), 600) is False
         assert time.monotonic() - started < 2.0
         assert cache.errors > errors
@@ -248,14 +292,21 @@ async def test_redis_down_or_hanging_means_miss_not_failure(private_redis: Embed
 async def test_after_an_outage_the_cache_rests_then_recovers(private_redis: EmbeddedRedis,
                                                              key_prefix: str) -> None:
     client = Redis.from_url(private_redis.url)
-    cache = ResponseCache(client, make_settings_for(key_prefix, cache_timeout_ms=50.0), retry_after=0.3)
+    # the hot tier off: this is about Redis coming back
+    cache = ResponseCache(client, make_settings_for(key_prefix, cache_timeout_ms=50.0, cache_hot_entries=0),
+                          retry_after=0.3)
     try:
         assert await cache.setup()
         fp = chat_fp("Recover?")
         assert await cache.store(A, fp, None, answer("yes"), 600)
         assert private_redis.process is not None
         os.kill(private_redis.process.pid, signal.SIGSTOP)
+        # one slow reply is not an outage: the next call tries Redis again
         assert (await cache.lookup(A, fp)).status == "miss"
+        assert not cache._down()
+        for _ in range(2):  # three timeouts in a row are
+            assert (await cache.lookup(A, fp)).status == "miss"
+        assert cache._down()
         errors = cache.errors
         os.kill(private_redis.process.pid, signal.SIGCONT)
         # within retry_after the cache does not even try: no new errors, instant misses

@@ -1,0 +1,111 @@
+"""The hot tier: bounded, short-lived, and cleared in every worker by a purge."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from cache.entry import CachedEntry
+from cache.hot import HotEntries
+from cache.response_cache import ResponseCache
+from tests.test_cache_support import answer, chat_fp, make_settings_for, make_token
+
+A = make_token("a" * 16)
+B = make_token("b" * 16)
+
+
+def _entry(size: int = 100) -> CachedEntry:
+    return CachedEntry("id", answer("x"), None, None, time.time(), "token:a", "m", size=size)
+
+
+def test_bounded_in_number_and_size_least_recently_used_first() -> None:
+    hot = HotEntries(max_entries=2, seconds=10, max_entry_bytes=1000)
+    hot.put("a", _entry(), None, hot.generation)
+    hot.put("b", _entry(), None, hot.generation)
+    assert hot.get("a") is not None  # a is now the most recently used
+    hot.put("c", _entry(), None, hot.generation)
+    assert hot.get("b") is None and hot.get("a") is not None and hot.get("c") is not None
+    hot.put("big", _entry(size=5000), None, hot.generation)
+    assert hot.get("big") is None
+
+
+def test_never_outlives_its_seconds_or_the_redis_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("cache.hot.time.monotonic", lambda: now[0])
+    hot = HotEntries(max_entries=10, seconds=2.0)
+    hot.put("long", _entry(), 600.0, hot.generation)
+    hot.put("short", _entry(), 0.5, hot.generation)  # its Redis copy expires in half a second
+    hot.put("gone", _entry(), -1.0, hot.generation)
+    assert hot.get("gone") is None
+    now[0] += 0.6
+    assert hot.get("short") is None and hot.get("long") is not None
+    now[0] += 1.5
+    assert hot.get("long") is None
+
+
+def test_a_value_read_before_a_clear_is_not_kept() -> None:
+    hot = HotEntries(max_entries=10, seconds=2.0)
+    seen = hot.generation
+    hot.clear()  # a purge while the read was on its way
+    hot.put("k", _entry(), None, seen)
+    assert hot.get("k") is None
+    assert not HotEntries(max_entries=0, seconds=2.0).enabled
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _until(check, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_purge_in_one_worker_clears_the_hot_tier_of_the_others(redis: Redis, key_prefix: str) -> None:
+    settings = make_settings_for(key_prefix, cache_hot_seconds=60.0)  # only the purge message can clear it in time
+    one, two = ResponseCache(redis, settings), ResponseCache(redis, settings)
+    try:
+        for cache in (one, two):
+            assert await cache.setup()
+            cache.start_listening()
+        await asyncio.sleep(0.2)  # both subscribed
+        fp_a, fp_b = chat_fp("Purged?"), chat_fp("Kept?")
+        assert await one.store(A, fp_a, None, answer("a"), 600)
+        assert await one.store(B, fp_b, None, answer("b"), 600)
+        for _ in range(2):  # the second lookup is served from worker two's hot tier
+            assert (await two.lookup(A, fp_a)).status == "exact"
+        assert two._hot.hits >= 1
+
+        assert await one.purge_scope(A.cache_scope) == 1
+
+        async def gone_in_two() -> bool:
+            return (await two.lookup(A, fp_a)).status == "miss"
+
+        assert await _until(gone_in_two)
+        assert (await two.lookup(B, fp_b)).status == "exact"  # another token's entries stay
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_an_entry_is_not_served_after_its_redis_copy_expired(redis: Redis, key_prefix: str) -> None:
+    cache = ResponseCache(redis, make_settings_for(key_prefix, cache_hot_seconds=30.0))
+    try:
+        fp = chat_fp("Short-lived")
+        assert await cache.store(A, fp, None, answer("soon gone"), 1)
+        assert (await cache.lookup(A, fp)).status == "exact"
+        await asyncio.sleep(1.1)
+        assert (await cache.lookup(A, fp)).status == "miss"
+    finally:
+        await cache.close()
