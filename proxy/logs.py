@@ -1,16 +1,26 @@
-"""structlog configuration: JSON lines in production, readable output in a terminal."""
+"""structlog configuration: JSON lines in production, readable output in a terminal.
+
+JSON lines are written through one ``LineSink`` per process: lines logged during an event-loop turn go
+out in one ``write`` at the end of it, instead of one system call each. The per-request line
+(``log_request``) is the one event on the hot path: in JSON it is rendered straight with orjson, in the
+same shape structlog gives it, at about a quarter of the cost of the processor chain.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import re
 import sys
-from typing import Any
+import threading
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["LineSink", "configure_logging", "log_request"]
 
 _SECRET = re.compile(r"(sk-(?:orc|or)-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _SECRET_BYTES = re.compile(_SECRET.pattern.encode())
@@ -21,6 +31,82 @@ def _redact_rendered(_: Any, __: str, line: str | bytes) -> str | bytes:
     if isinstance(line, bytes):
         return _SECRET_BYTES.sub(rb"\1...", line) if b"sk-" in line else line
     return _SECRET.sub(r"\1...", line) if "sk-" in line else line
+
+
+class LineSink:
+    """Rendered lines for one binary stream, written once per event-loop turn (at once outside a loop)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()  # the embedder's worker thread may log too
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def write(self, line: bytes) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._pending.append(line)
+            if loop is None or loop.is_closed():
+                self._flush_locked()
+                return
+            if self._scheduled_on is loop:
+                return
+            self._scheduled_on = loop
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._scheduled_on = None
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):  # stdout closed (a pipe gone, interpreter exiting): nowhere to log
+            pass
+
+
+class _SinkLogger:
+    """What structlog writes rendered JSON lines to: the sink, whatever the level."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+
+    def msg(self, message: bytes) -> None:
+        self._sink.write(message + b"\n")
+
+    log = debug = info = warn = warning = err = error = critical = fatal = failure = exception = msg
+
+
+class _State:
+    sink: LineSink | None = None  # set when request lines are rendered straight to it (JSON, info enabled)
+
+
+_state = _State()
+_request_log = structlog.get_logger("orcache.request")
+_LINE_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
+
+
+def log_request(method: str, path: str, status: int, ms: float, cache: str | None, token: str | None) -> None:
+    """The canonical line of one proxied call (run where the request id is bound)."""
+    sink = _state.sink
+    if sink is None:
+        _request_log.info("request", method=method, path=path, status=status, ms=ms, cache=cache, token=token)
+        return
+    line = {"method": method, "path": path, "status": status, "ms": ms, "cache": cache, "token": token,
+            "event": "request", **structlog.contextvars.get_contextvars(), "level": "info",
+            "timestamp": datetime.now(UTC)}
+    sink.write(_redact_rendered(None, "", orjson.dumps(line, option=_LINE_OPTIONS)))
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> None:
@@ -37,8 +123,15 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, stream: Any = N
         tracebacks = structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
         processors += [tracebacks, structlog.processors.JSONRenderer(serializer=orjson.dumps), _redact_rendered]
-        factory: Any = structlog.BytesLoggerFactory(getattr(stream, "buffer", stream))
+        if hasattr(stream, "buffer"):
+            stream.flush()  # what was written as text so far goes first
+        sink = LineSink(getattr(stream, "buffer", stream))
+        atexit.register(sink.flush)
+        logger = _SinkLogger(sink)
+        factory: Any = lambda *_: logger  # noqa: E731
+        _state.sink = sink if logging.getLevelName(level.upper()) <= logging.INFO else None
     else:
+        _state.sink = None
         processors += [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
                        _redact_rendered]
         factory = structlog.PrintLoggerFactory(stream)

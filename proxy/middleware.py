@@ -16,6 +16,7 @@ from aiohttp import web
 from logstore.record import METADATA_HEADER, TAG_HEADERS, CallRecord
 from proxy.errors import ProxyError, error_response
 from proxy.keys import LOG_WRITER, METRICS
+from proxy.logs import log_request
 from proxy.metrics import route_label
 from proxy.quotas import settle_quota
 
@@ -88,8 +89,8 @@ def _account(app: web.Application, record: CallRecord, elapsed: float) -> None:
     """Hand the call to the log writer, count it, write the canonical log line: after the response is out."""
     app[LOG_WRITER].submit(record)
     app[METRICS].observe_request(route_label(proxy_tail(record.path)), record.status, elapsed)
-    log.info("request", method=record.method, path=record.path, status=record.status,
-             ms=round(elapsed * 1000.0, 2), cache=record.cache_status, token=record.token_id)
+    log_request(record.method, record.path, record.status, round(elapsed * 1000.0, 2), record.cache_status,
+                record.token_id)
 
 
 @web.middleware
@@ -126,6 +127,11 @@ async def request_middleware(request: web.Request, handler):
             resp = _http_error(exc)
             if record is not None and exc.status >= 400:
                 record.error = exc.text or exc.reason
+        except ConnectionResetError:
+            # the client went away while its request was still arriving (request.read()): nobody to answer
+            resp = error_response(400, "The client closed the connection.", "client_closed_request")
+            if record is not None:
+                record.status, record.error = 499, "client closed the connection"
         except asyncio.CancelledError:
             # the client went away (handler cancellation): record it as nginx does, then let it unwind
             if record is not None:
