@@ -47,11 +47,18 @@ async def init_connection(conn: asyncpg.Connection) -> None:
                               encoder=orjson.dumps, decoder=orjson.loads)
 
 
+# asyncpg prepares every query; after five runs Postgres may switch a statement to a generic plan, one that
+# ignores the values. For the log filters that is ruinous: "status 429 of token X" became a bitmap AND
+# over a million index entries (850 ms) instead of a 0.4 ms index scan. Planning anew costs well under 1 ms.
+_SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
 async def create_pool(dsn: str, *, max_size: int = 10, **kwargs: object) -> asyncpg.Pool:
     """A pool that connects lazily: this succeeds even while the server is down."""
     return await asyncpg.create_pool(
         dsn, min_size=0, max_size=max_size, init=init_connection, timeout=CONNECT_TIMEOUT,
-        command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=300.0, **kwargs)
+        command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=300.0,
+        server_settings=_SERVER_SETTINGS, **kwargs)
 
 
 async def wait_until_migrated(pool: asyncpg.Pool, *, first_delay: float = 1.0, max_delay: float = 30.0,
