@@ -18,7 +18,7 @@ import asyncpg
 from aiohttp import web
 
 from logstore import queries
-from logstore.queries import DayRange, LogFilters
+from logstore.queries import DayRange, LogCursor, LogFilters
 from logstore.rows import CACHE_STATUSES
 from logstore.savings import provider_cache_savings
 from proxy.auth import require_admin, require_principal
@@ -125,6 +125,16 @@ def _paging(q: Mapping[str, str], default_size: int = 20, max_size: int = MAX_PA
     return page, size
 
 
+def _cursor(q: Mapping[str, str]) -> LogCursor | None:
+    raw = _str(q, "cursor")
+    if raw is None:
+        return None
+    try:
+        return LogCursor.decode(raw)
+    except ValueError:
+        raise _bad("cursor", "cursor must be a next_cursor or prev_cursor from an earlier page.") from None
+
+
 def log_filters(q: Mapping[str, str], now: datetime | None = None) -> LogFilters:
     """Validate the /admin/logs query string (400 naming the parameter on a bad value)."""
     now = now or datetime.now(UTC)
@@ -192,8 +202,8 @@ async def admin_logs(request: web.Request) -> web.Response:
     await require_admin(request)
     q = request.query
     page, page_size = _paging(q)
-    filters = log_filters(q)
-    return json_response(await _db(queries.list_logs(_pool(request), filters, page, page_size)))
+    filters, cursor = log_filters(q), _cursor(q)
+    return json_response(await _db(queries.list_logs(_pool(request), filters, page, page_size, cursor)))
 
 
 @routes.get("/admin/logs/{request_id}")

@@ -11,11 +11,19 @@ Totals for ``/admin/logs`` (``count(*)`` over millions of rows is too slow):
   plus an indexed ``count(*)`` of raw rows for the partial days at its edges (at most two days).
 * With a tag filter (agent_type, project_id, run_id, query_id) the count is exact up to ``COUNT_CAP``
   rows and capped there, with ``total_exact: false``.
+
+Paging ``/admin/logs``: ``page=N`` skips ``(N - 1) * page_size`` index entries, which costs time in
+proportion to the depth (and a heap visit per skipped entry on pages the visibility map does not yet mark
+all-visible: the newest rows, until autovacuum has been through them). Each page therefore also carries
+keyset cursors, ``next_cursor`` (older rows) and ``prev_cursor`` (newer rows): a page asked for by cursor is
+an index range scan starting at that row, as cheap at page 5,000 as at page 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,6 +37,7 @@ from logstore.writer import ROLLUP_KEYS, ROLLUP_SELECT, ROLLUP_SUMS, ROLLUP_UPSE
 __all__ = [
     "COUNT_CAP",
     "DayRange",
+    "LogCursor",
     "LogFilters",
     "analytics_daily",
     "analytics_models",
@@ -71,6 +80,32 @@ class LogFilters:
     @property
     def uses_tags(self) -> bool:
         return any(getattr(self, f) is not None for f in ("agent_type", "project_id", "run_id", "query_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class LogCursor:
+    """A position in the newest-first order: the page of rows just older (``older``) or just newer than
+    the row (created_at, id). Clients see it as an opaque URL-safe string."""
+    older: bool
+    created_at: datetime
+    id: int
+
+    def encode(self) -> str:
+        text = f"{'o' if self.older else 'n'}|{self.created_at.astimezone(UTC).isoformat()}|{self.id}"
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> LogCursor:
+        """The cursor in ``value``; ValueError when it is not one this module made."""
+        try:
+            text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+            direction, created_at, row_id = text.split("|")
+            when = datetime.fromisoformat(created_at)
+            if direction not in ("o", "n") or when.tzinfo is None:
+                raise ValueError(value)
+            return cls(direction == "o", when, int(row_id))
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"not a log cursor: {value!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,20 +230,28 @@ async def count_logs(pool: asyncpg.Pool, f: LogFilters) -> tuple[int, bool]:
     return int(sum(counts)), True
 
 
-async def list_logs(pool: asyncpg.Pool, f: LogFilters, page: int, page_size: int) -> dict[str, Any]:
-    """One page, newest first, with total and total_pages."""
+async def list_logs(pool: asyncpg.Pool, f: LogFilters, page: int, page_size: int,
+                    cursor: LogCursor | None = None) -> dict[str, Any]:
+    """One page, newest first, with total, total_pages and the cursors of the pages either side.
+
+    Without ``cursor`` the page is found by OFFSET; with one it starts next to the cursor's row and ``page``
+    is only echoed (the client's own count). A ``prev_cursor`` page that comes up short has reached the
+    newest rows: the first page is returned instead, with ``page`` 1 (as is a full one with nothing newer).
+    """
     offset = (page - 1) * page_size
-    w = _raw_where(f)
-    limit_p, offset_p = w.param(page_size), w.param(offset)
-    # Deferred join: the id list comes from an index (often index-only) scan, then only the page's rows
-    # are fetched, so deep pages do not drag every skipped row off the heap.
-    sql = (f"SELECT {', '.join('r.' + c for c in _LIST_COLUMNS)} FROM request_logs r "
-           f"JOIN (SELECT id, created_at FROM request_logs WHERE {w.sql()} "
-           f"ORDER BY created_at DESC, id DESC LIMIT {limit_p} OFFSET {offset_p}) k ON r.id = k.id "
-           f"ORDER BY k.created_at DESC, k.id DESC")
-    (total, exact), rows = await asyncio.gather(count_logs(pool, f), pool.fetch(sql, *w.args))
+    (total, exact), (rows, more) = await asyncio.gather(
+        count_logs(pool, f), _page_rows(pool, f, page_size, offset if cursor is None else 0, cursor))
+    if cursor is None:
+        has_newer, has_older = page > 1, more
+    elif cursor.older or more:
+        has_newer, has_older = True, more or not cursor.older
+    else:  # nothing newer beyond these rows: they are the first page (fetched whole if they came up short)
+        page, offset, has_newer, has_older = 1, 0, False, True
+        if len(rows) < page_size:
+            rows, has_older = await _page_rows(pool, f, page_size, 0, None)
     if exact is False:
         total = max(total, offset + len(rows))
+    first, last = (rows[0], rows[-1]) if rows else (None, None)
     return {
         "items": [_record(r) for r in rows],
         "total": total,
@@ -216,7 +259,32 @@ async def list_logs(pool: asyncpg.Pool, f: LogFilters, page: int, page_size: int
         "page": page,
         "page_size": page_size,
         "total_pages": math.ceil(total / page_size) if total else 0,
+        "next_cursor": LogCursor(True, last["created_at"], last["id"]).encode() if last and has_older else None,
+        "prev_cursor": LogCursor(False, first["created_at"], first["id"]).encode() if first and has_newer else None,
     }
+
+
+async def _page_rows(pool: asyncpg.Pool, f: LogFilters, page_size: int, offset: int, cursor: LogCursor | None
+                     ) -> tuple[list[asyncpg.Record], bool]:
+    """(rows newest first, whether there are more beyond them in the direction read)."""
+    w = _raw_where(f)
+    newer = cursor is not None and not cursor.older
+    if cursor is not None:
+        # a row comparison is an index condition on every (..., created_at, id) index
+        w.raw(f"(created_at, id) {'>' if newer else '<'} ({w.param(cursor.created_at)}, {w.param(cursor.id)})")
+    order = "ASC" if newer else "DESC"
+    limit_p = w.param(page_size + 1)  # one more row says whether there is a page beyond this one
+    skip = f" OFFSET {w.param(offset)}" if offset else ""
+    # Deferred join: the id list comes from an index (often index-only) scan, then only the page's rows
+    # are fetched, so deep pages do not drag every skipped row off the heap.
+    sql = (f"SELECT {', '.join('r.' + c for c in _LIST_COLUMNS)} FROM request_logs r "
+           f"JOIN (SELECT id, created_at FROM request_logs WHERE {w.sql()} "
+           f"ORDER BY created_at {order}, id {order} LIMIT {limit_p}{skip}) k ON r.id = k.id "
+           f"ORDER BY k.created_at {order}, k.id {order}")
+    rows = await pool.fetch(sql, *w.args)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return (rows[::-1] if newer else rows), more
 
 
 async def get_log(pool: asyncpg.Pool, request_id: str) -> dict[str, Any] | None:

@@ -86,7 +86,10 @@ OPERATIONS: list[tuple[str, str, str, str, list[dict[str, Any]], dict[str, Any] 
     ("delete", "/admin/presets/{slug}", "Delete a preset", "admin", [_p("slug")], None),
     ("get", "/admin/logs", "Request logs, newest first", "admin",
      _PAGE + _q("api_key_id", "upstream_id", "status_code", "start_time", "end_time", "model", "provider", "cache",
-                "status", "range", "agent_type", "project_id", "run_id", "query_id"), None),
+                "status", "range", "agent_type", "project_id", "run_id", "query_id")
+     + [{"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "next_cursor or prev_cursor of an earlier page (same filters): the page next to it, "
+                        "found by index instead of OFFSET; page is then only echoed"}], None),
     ("get", "/admin/logs/{request_id}", "Every field of one request", "admin", [_p("request_id")], None),
     ("get", "/api/tokens/usage-logs", "Daily usage in OpenRouter's activity format", "token",
      _PAGE + _q("start_date", "end_date", "model", "provider", "token_id"), None),

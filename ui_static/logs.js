@@ -1,4 +1,6 @@
 // Request Logs: newest calls first, filters and page kept in the URL, auto refresh, details side panel.
+// Next and Prev follow the server's keyset cursors (as fast at page 5,000 as at page 1); First, Last and
+// a page number in the URL without a cursor use page=N.
 import { api } from "./api.js";
 import { h, clear } from "./dom.js";
 import { t } from "./i18n.js";
@@ -40,6 +42,7 @@ function readState() {
   const q = new URLSearchParams(location.search);
   const state = { page: Math.max(1, Number(q.get("page")) || 1), page_size: Number(q.get("page_size")) || 20 };
   for (const k of FILTERS) state[k] = q.get(k) || "";
+  state.cursor = state.page > 1 ? q.get("cursor") || "" : "";
   if (!state.range && !state.start && !state.end) state.range = "all";
   return state;
 }
@@ -47,6 +50,7 @@ function readState() {
 function writeState(state) {
   const q = new URLSearchParams();
   if (state.page > 1) q.set("page", String(state.page));
+  if (state.page > 1 && state.cursor) q.set("cursor", state.cursor);
   if (state.page_size !== 20) q.set("page_size", String(state.page_size));
   for (const k of FILTERS) if (state[k] && !(k === "range" && state[k] === "all")) q.set(k, state[k]);
   const s = q.toString();
@@ -55,6 +59,7 @@ function writeState(state) {
 
 function apiQuery(state) {
   const query = { page: state.page, page_size: state.page_size };
+  if (state.cursor) query.cursor = state.cursor;
   if (state.range === "custom") {
     query.start_time = localInputToIso(state.start);
     query.end_time = localInputToIso(state.end);
@@ -167,8 +172,8 @@ export function mount(container) {
       h("button", { type: "submit", class: "btn btn-primary" }, t("filter.apply")),
       h("button", { type: "button", class: "btn", onclick: () => {
         form.reset();
-        state = { page: 1, page_size: state.page_size, range: "all", start: "", end: "", token: "", model: "",
-          provider: "", status_code: "", cache: "" };
+        state = { page: 1, cursor: "", page_size: state.page_size, range: "all", start: "", end: "", token: "",
+          model: "", provider: "", status_code: "", cache: "" };
         rangeSel.value = "all"; customBox.hidden = true; tokenSel.value = "";
         for (const el of [startIn, endIn, modelIn, providerIn, statusIn]) el.value = "";
         cacheSel.value = "";
@@ -177,7 +182,7 @@ export function mount(container) {
       } }, t("filter.reset"))));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    state = { ...state, page: 1, range: rangeSel.value, start: startIn.value, end: endIn.value,
+    state = { ...state, page: 1, cursor: "", range: rangeSel.value, start: startIn.value, end: endIn.value,
       token: tokenSel.value, model: modelIn.value.trim(), provider: providerIn.value.trim(),
       status_code: statusIn.value.trim(), cache: cacheSel.value };
     writeState(state);
@@ -229,8 +234,16 @@ export function mount(container) {
     clear(pagerBox).append(pager({
       page: data ? data.page || state.page : state.page, totalPages: data ? data.total_pages : 1,
       total: data ? data.total : 0, pageSize: state.page_size,
-      onPage: (p) => { state.page = p; writeState(state); load(); },
-      onPageSize: (n) => { state.page_size = n; state.page = 1; writeState(state); load(); },
+      onPage: (p) => {
+        // the page next to this one by its cursor; any other by number
+        const cursor = !data ? null : p === state.page + 1 ? data.next_cursor
+          : p === state.page - 1 && p > 1 ? data.prev_cursor : null;
+        state.page = p;
+        state.cursor = cursor || "";
+        writeState(state);
+        load();
+      },
+      onPageSize: (n) => { state.page_size = n; state.page = 1; state.cursor = ""; writeState(state); load(); },
     }));
   }
 
@@ -241,6 +254,12 @@ export function mount(container) {
     container.setAttribute("aria-busy", "true");
     try {
       const data = await api("/admin/logs", { query: apiQuery(state), signal: ctl.signal });
+      if (data && data.page && data.page !== state.page) {
+        // Prev reached the newest rows: the server answered with page 1
+        state.page = data.page;
+        if (state.page === 1) state.cursor = "";
+        writeState(state);
+      }
       clear(errBox);
       hideTooltip();
       renderRows(data);
