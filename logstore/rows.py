@@ -2,7 +2,9 @@
 
 ``COLUMNS`` is the single source of the column order used by COPY, the spool files and the queries. Every
 value is made safe for Postgres here (no NUL characters, no lone surrogates, integers in range, JSON that
-jsonb accepts), so one odd request cannot poison a whole batch.
+jsonb accepts), so one odd request cannot poison a whole batch. ``record_to_row`` runs for every call in the
+proxy's event loop, so the common case (clean ASCII strings, floats, a repeated system prompt) is checked
+with a few C-level operations over several values at once; only odd values take the per-value cleaners.
 """
 
 from __future__ import annotations
@@ -92,6 +94,28 @@ def _float(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+_STR_OR_NONE = frozenset({str, type(None)})
+_FLOAT_OR_NONE = frozenset({float, type(None)})
+
+
+def _texts(values: tuple[Any, ...], limit: int = _SHORT) -> tuple[Any, ...]:
+    """``_text`` of several values: when all are clean (the usual case) a few C-level checks over all of them
+    replace one Python call per value."""
+    if _STR_OR_NONE.issuperset(map(type, values)):
+        present = [*filter(None, values)]
+        joined = "".join(present)
+        if joined.isascii() and "\x00" not in joined and (len(joined) <= limit or max(map(len, present)) <= limit):
+            return values
+    return tuple([_text(v, limit) for v in values])
+
+
+def _floats(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``_float`` of several values, checked together when all are already floats (or None)."""
+    if _FLOAT_OR_NONE.issuperset(map(type, values)) and math.isfinite(sum(filter(None, values), 0.0)):
+        return values
+    return tuple([_float(v) for v in values])
+
+
 def _strip_nul(value: Any) -> Any:
     if isinstance(value, str):
         return _text(value, None)
@@ -156,6 +180,26 @@ def _sha256(text: str | None) -> str | None:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# System prompts repeat across calls (same agent, same instructions): their digests are remembered, up to a
+# total of _SYSTEM_CACHE_CHARS characters of prompt text (then the memo starts over).
+_SYSTEM_HASHES: dict[str, str] = {}
+_SYSTEM_CACHE_CHARS = 4_000_000
+_system_cached_chars = 0
+
+
+def _system_sha256(text: str) -> str:
+    global _system_cached_chars
+    digest = _SYSTEM_HASHES.get(text)
+    if digest is None:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        if _system_cached_chars + len(text) > _SYSTEM_CACHE_CHARS:
+            _SYSTEM_HASHES.clear()
+            _system_cached_chars = 0
+        _SYSTEM_HASHES[text] = digest
+        _system_cached_chars += len(text)
+    return digest
+
+
 def prompt_hashes(request_json: Any) -> tuple[str | None, str | None]:
     """sha256 hex of the system prompt and of the last user prompt (None when the request has none).
 
@@ -179,13 +223,14 @@ def prompt_hashes(request_json: Any) -> tuple[str | None, str | None]:
         if not isinstance(message, dict):
             continue
         role = message.get("role")
-        text = _content_text(message.get("content"))
-        if text is None:
-            continue
-        if role in ("system", "developer"):
-            system_parts.append(text)
-        elif role == "user":
-            user_text = text
+        if role == "user":
+            text = _content_text(message.get("content"))
+            if text is not None:
+                user_text = text
+        elif role == "system" or role == "developer":
+            text = _content_text(message.get("content"))
+            if text is not None:
+                system_parts.append(text)
     if user_text is None:
         for key in ("input", "prompt"):
             value = request_json.get(key)
@@ -195,7 +240,9 @@ def prompt_hashes(request_json: Any) -> tuple[str | None, str | None]:
             if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
                 user_text = value[-1]
                 break
-    return _sha256("\n".join(system_parts) if system_parts else None), _sha256(user_text)
+    system_hash = _system_sha256(system_parts[0] if len(system_parts) == 1 else "\n".join(system_parts)) \
+        if system_parts else None
+    return system_hash, _sha256(user_text)
 
 
 # --- record -> row -----------------------------------------------------------------------------------
@@ -209,6 +256,16 @@ def _tags(tags: dict[str, Any] | None) -> dict[str, Any]:
         if column is not None and value is not None and value != "":
             out[column] = value
     return out
+
+
+# tag columns in row order; iteration (an integer column) last
+_TAG_ORDER = ("project_id", "task_id", "agent_type", "agent_id", "run_id", "query_id", "iteration")
+_ZERO_TOKENS = (0,) * 7
+
+
+def _tag_values(tags: dict[str, Any]) -> tuple[Any, ...]:
+    out = _tags(tags)
+    return tuple([out.get(c) for c in _TAG_ORDER]) if out else (None,) * len(_TAG_ORDER)
 
 
 def _metadata(value: Any) -> Any:
@@ -227,95 +284,127 @@ def _routing(record: CallRecord) -> Any:
     return {**record.routing, "attempts": record.attempts} if record.attempts else record.routing
 
 
+def _price(pricing: PricingTable | None, model: str | None, requested: str | None, u: Usage) -> float | None:
+    if pricing is None:
+        return None
+    found = pricing.cost(model, u)
+    return found if found is not None else pricing.cost(requested, u)
+
+
+def _usage(block: Any, pricing: PricingTable | None, model: str | None, requested: str | None, *,
+           priced: bool = True) -> tuple[tuple[int, ...], float | None, float | None, bool]:
+    """(token counts in ``COLUMNS`` order, cost, byok cost, whether there was usage) of a usage block. The
+    cost is the upstream's, else (``priced``) the pricing table's."""
+    if block is None:
+        return _ZERO_TOKENS, None, None, False
+    u = extract_usage(block)
+    cost = u.cost
+    if cost is None and priced and u.present:
+        cost = _price(pricing, model, requested, u)
+    return (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens, u.cache_creation_tokens,
+            u.cache_read_tokens, u.reasoning_tokens), cost, u.byok_cost, u.present
+
+
+_CACHE_STATUS_SET = frozenset(CACHE_STATUSES)
+_NO_TAGS = (None,) * len(_TAG_ORDER)
+
+
 def record_to_row(record: CallRecord, *, pricing: PricingTable | None = None, preview_chars: int = 200,
                   store_bodies: bool = False) -> tuple[Any, ...]:
-    """One database row in ``COLUMNS`` order."""
-    cache_status = str(record.cache_status or "bypass").lower()
-    if cache_status not in CACHE_STATUSES:
-        cache_status = "bypass"
-    hit = cache_status in HIT_STATUSES
-    status = _int(record.status) or 0
+    """One database row in ``COLUMNS`` order.
+
+    This runs once per call in the proxy's event loop, so the common case (clean strings, floats, a dict
+    usage block) takes the short paths; anything odd goes through the per-value cleaners.
+    """
+    cache_status = record.cache_status
+    if type(cache_status) is not str or cache_status not in _CACHE_STATUS_SET:
+        cache_status = str(cache_status or "bypass").lower()
+        if cache_status not in _CACHE_STATUS_SET:
+            cache_status = "bypass"
+    status = record.status
+    if type(status) is not int or not -_INT_MAX <= status <= _INT_MAX:
+        status = _int(status) or 0
     success = 0 < status < 400 and not record.error
-    model = record.response_model or record.model_requested
+    requested = record.model_requested
+    model = record.response_model or requested
 
-    def price(u: Usage) -> float | None:
-        if pricing is None:
-            return None
-        found = pricing.cost(model, u)
-        return found if found is not None else pricing.cost(record.model_requested, u)
-
-    usage = extract_usage(record.usage)
     saved_cost: float | None = None
     saved_prompt = saved_completion = 0
-    if hit:
+    if cache_status in HIT_STATUSES:
         # a hit costs nothing and uses no tokens; what the original call used is recorded as saved
-        saved = extract_usage(record.saved_usage) if record.saved_usage else usage
         saved_cost = _float(record.saved_cost)
+        saved, original_cost, _, _ = _usage(record.saved_usage or record.usage, pricing, model, requested,
+                                            priced=saved_cost is None)
         if saved_cost is None:
-            saved_cost = saved.cost if saved.cost is not None else (price(saved) if saved.present else None)
-        saved_prompt, saved_completion = saved.prompt_tokens, saved.completion_tokens
-        usage = Usage()
+            saved_cost = original_cost
+        saved_prompt, saved_completion = saved[0], saved[1]
+        tokens = _ZERO_TOKENS
         cost: float | None = 0.0
-    elif usage.present:
-        cost = usage.cost if usage.cost is not None else price(usage)
+        byok_cost = None
     else:
-        cost = None if success else 0.0  # a failed call with no usage was not billed
+        tokens, cost, byok_cost, present = _usage(record.usage, pricing, model, requested)
+        if not present:
+            cost = None if success else 0.0  # a failed call with no usage was not billed
 
     permaslug = None
     if pricing is not None:
-        permaslug = pricing.permaslug(model) or pricing.permaslug(record.model_requested)
+        permaslug = pricing.permaslug(model) or pricing.permaslug(requested)
     system_hash, user_hash = prompt_hashes(record.request_json)
-    preview = _text(record.response_preview, max(preview_chars, 0)) if preview_chars > 0 else None
-    tags = _tags(record.tags)
+    tags = _tag_values(record.tags) if record.tags else _NO_TAGS
+    (token_id, token_name, upstream_id, requested, model, permaslug, provider, endpoint_id, generation_id,
+     project_id, task_id, agent_type, agent_id, run_id, query_id) = _texts(
+        (record.token_id, record.token_name, record.upstream_id, requested, model, permaslug, record.provider,
+         record.endpoint_id, record.generation_id, *tags[:6]))
+    duration_ms, ttfb_ms, cost, byok_cost, similarity, saved_cost = _floats(
+        (record.duration_ms, record.ttfb_ms, cost, byok_cost, record.similarity, saved_cost))
+    created_at = record.created_at
+    if type(created_at) is not datetime or created_at.tzinfo is None:
+        created_at = _created_at(created_at)
+    metadata = record.metadata
+    routing = _routing(record)
 
     return (
         _text(record.request_id, 200) or "",
-        _created_at(record.created_at),
-        _text(record.token_id),
-        _text(record.token_name),
-        _text(record.upstream_id),
+        created_at,
+        token_id,
+        token_name,
+        upstream_id,
         _text(record.method, 16) or "",
         _text(record.path, _PATH_CHARS) or "",
         status,
         success,
-        _text(record.error, _ERROR_CHARS),
-        _float(record.duration_ms),
-        _float(record.ttfb_ms),
+        _text(record.error, _ERROR_CHARS) if record.error is not None else None,
+        duration_ms,
+        ttfb_ms,
         bool(record.streamed),
-        _text(record.model_requested),
-        _text(model),
-        _text(permaslug),
-        _text(record.provider),
-        _text(record.endpoint_id),
-        _text(record.generation_id),
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.total_tokens,
-        usage.cached_tokens,
-        usage.cache_creation_tokens,
-        usage.cache_read_tokens,
-        usage.reasoning_tokens,
-        _float(cost),
-        _float(usage.byok_cost),
+        requested,
+        model,
+        permaslug,
+        provider,
+        endpoint_id,
+        generation_id,
+        *tokens,
+        cost,
+        byok_cost,
         cache_status,
-        _float(record.similarity),
-        _float(saved_cost),
+        similarity,
+        saved_cost,
         saved_prompt,
         saved_completion,
         system_hash,
         user_hash,
-        preview,
+        _text(record.response_preview, preview_chars) if preview_chars > 0 else None,
         _json(record.request_json) if store_bodies and record.request_json is not None else None,
         _text(record.response_body or record.response_preview, None) if store_bodies else None,
-        _text(tags.get("project_id")),
-        _text(tags.get("task_id")),
-        _text(tags.get("agent_type")),
-        _text(tags.get("agent_id")),
-        _text(tags.get("run_id")),
-        _text(tags.get("query_id")),
-        _int(tags.get("iteration")),
-        _json(_metadata(record.metadata), _METADATA_BYTES),
-        _json(_routing(record)),
+        project_id,
+        task_id,
+        agent_type,
+        agent_id,
+        run_id,
+        query_id,
+        _int(tags[6]) if tags[6] is not None else None,
+        _json(_metadata(metadata), _METADATA_BYTES) if metadata is not None else None,
+        _json(routing) if routing is not None else None,
     )
 
 

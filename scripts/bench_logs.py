@@ -250,17 +250,53 @@ async def measure_ingest(dsn: str, n: int, spool_dir: Path) -> dict[str, Any]:
         writer = LogWriter(settings, pool=pool, pricing=None, spool_dir=spool_dir)
         records = make_records(n)
         await writer.start()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for rec in records:
             writer.submit(rec)
         done = await writer.flush(timeout=300)
         seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started  # this process: submit, conversion, COPY encoding
         stats = writer.stats()
         await writer.stop()
     finally:
         await pool.close()
     return {"rows": n, "seconds": round(seconds, 3), "rows_per_s": n / seconds if done else 0.0,
-            "batch_size": settings.log_batch_size, "complete": done, "writer": stats}
+            "cpu_us_per_row": round(cpu / n * 1e6, 1), "batch_size": settings.log_batch_size, "complete": done,
+            "writer": stats}
+
+
+def _measure_ingest_only(procs: Any, tmp: Path, data: Path, rows: int, ingest_rows: int) -> dict[str, Any]:
+    """Postgres only (no Redis, no proxy, no API timings): seed ``rows`` rows, then the writer ingest."""
+    import asyncpg
+
+    from logstore.db import create_pool, init_connection, wait_until_migrated
+    from proxy.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(data / "pg").start()
+    if pg.owned:
+        procs.cleanups.append(pg.stop)
+
+    async def prepare() -> None:
+        pool = await create_pool(pg.url, max_size=1)
+        try:
+            await wait_until_migrated(pool)
+        finally:
+            await pool.close()
+        conn = await asyncpg.connect(pg.url, command_timeout=None)
+        try:
+            await init_connection(conn)
+            have = await conn.fetchval("SELECT count(*) FROM request_logs")
+            if rows and have < rows:
+                await conn.execute("TRUNCATE request_logs, usage_daily")
+                await seed(conn, rows, [f"{i:016x}" for i in range(TOKENS)])
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    log(f"writer ingest: {ingest_rows:,} CallRecords")
+    ingest = asyncio.run(measure_ingest(pg.url, ingest_rows, tmp / "ingest-spool"))
+    log(f"  {ingest['rows_per_s']:,.0f} rows/s, {ingest['cpu_us_per_row']} us CPU per row in this process")
+    return ingest
 
 
 # --- API timings -----------------------------------------------------------------------------------------
@@ -284,6 +320,17 @@ class RecordingPool:
         return call
 
 
+DEEP_CURSOR = "{next_cursor of page 4999}"  # replaced by that page's next_cursor before timing
+
+
+async def _with_cursor(client: Any, auth: dict[str, str], path: str) -> str:
+    """``path`` with DEEP_CURSOR replaced: the dashboard's Next from page 4,999 to 5,000."""
+    if DEEP_CURSOR not in path:
+        return path
+    r = await client.request("GET", "/admin/logs?page=4999&page_size=20", headers=auth)
+    return path.replace(DEEP_CURSOR, json.loads(r.body).get("next_cursor") or "")
+
+
 def endpoints(token_ids: Sequence[str], today: date, run_id: str) -> list[tuple[str, str, str]]:
     """(name, path with query, kind) for every timed call."""
     heavy, light = token_ids[0], token_ids[57]
@@ -293,6 +340,8 @@ def endpoints(token_ids: Sequence[str], today: date, run_id: str) -> list[tuple[
         ("logs page 50 (offset 980)", "/admin/logs?page=50&page_size=20", "logs"),
         ("logs page 500 (offset 9,980)", "/admin/logs?page=500&page_size=20", "logs"),
         ("logs page 5,000 (offset 99,980)", "/admin/logs?page=5000&page_size=20", "logs"),
+        ("logs page 5,000 by cursor (Next from 4,999)", f"/admin/logs?page=5000&page_size=20&cursor={DEEP_CURSOR}",
+         "logs"),
         ("logs token filter, page 1", f"/admin/logs?api_key_id={heavy}", "logs"),
         ("logs small token filter, page 1", f"/admin/logs?api_key_id={light}", "logs"),
         ("logs token filter, page 200", f"/admin/logs?api_key_id={heavy}&page=200", "logs"),
@@ -329,6 +378,7 @@ async def time_endpoints(port: int, admin: str, token_secret: str, token_ids: Se
         for name, path, kind in endpoints(token_ids, datetime.now(UTC).date(), run_id):
             holder = "token holder" in name
             auth = {"Authorization": f"Bearer {token_secret if holder else admin}"}
+            path = await _with_cursor(client, auth, path)
             times = []
             status = 0
             body = b""
@@ -369,7 +419,8 @@ async def explain_slow(dsn: str, slow: Sequence[dict[str, Any]], token_ids: Sequ
             q = make_mocked_request("GET", item["path"]).query
             path = item["path"].split("?")[0]
             if path == "/admin/logs":
-                await queries.list_logs(rec, api.log_filters(q), int(q.get("page", 1)), int(q.get("page_size", 20)))
+                await queries.list_logs(rec, api.log_filters(q), int(q.get("page", 1)), int(q.get("page_size", 20)),
+                                        queries.LogCursor.decode(q["cursor"]) if q.get("cursor") else None)
             elif path == "/api/tokens/usage-logs":
                 await queries.usage_logs(rec, api.day_range(q), token_id=q.get("token_id"), model=q.get("model"),
                                          provider=q.get("provider"), page=1, page_size=100)
@@ -481,9 +532,11 @@ def _measure(args: argparse.Namespace, procs: Any, tmp: Path, data: Path, rows: 
     plans = asyncio.run(explain_slow(pg.url, slow, token_ids, run_id, token_ids[0])) if slow else {}
     for name, lines in plans.items():
         print(f"\n### {name}\n" + "\n".join(lines), file=sys.stderr)
+    if args.api_only:
+        return seeding, timed, plans, {"rows": 0, "seconds": 0.0, "rows_per_s": 0.0, "skipped": True}
     log(f"writer ingest: {ingest_rows:,} CallRecords")
     ingest = asyncio.run(measure_ingest(pg.url, ingest_rows, tmp / "ingest-spool"))
-    log(f"  {ingest['rows_per_s']:,.0f} rows/s")
+    log(f"  {ingest['rows_per_s']:,.0f} rows/s, {ingest['cpu_us_per_row']} us CPU per row in this process")
     return seeding, timed, plans, ingest
 
 
@@ -494,6 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="timed calls per endpoint (default 30; quick 10)")
     parser.add_argument("--ingest-rows", type=int, help="CallRecords for the writer ingest (default 200,000)")
     parser.add_argument("--data-dir", type=Path, help="keep Postgres/Redis here and reuse a seeded table next time")
+    parser.add_argument("--api-only", action="store_true",
+                        help="time the APIs only, no writer ingest (whose rows would be the newest, not yet "
+                             "vacuumed ones the next run pages through)")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="only the writer ingest, on Postgres seeded with --rows rows (no APIs, no results file)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     rows = args.rows or (200_000 if args.quick else 10_000_000)
@@ -507,6 +565,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = (args.data_dir or tmp / "services").resolve()
     procs = Processes(tmp)
     started = time.monotonic()
+    if args.ingest_only:
+        try:
+            with stop_on_signals():
+                ingest = _measure_ingest_only(procs, tmp, data, rows if args.rows is not None else 0, ingest_rows)
+        except KeyboardInterrupt:
+            log("interrupted: stopping everything")
+            return 130
+        finally:
+            procs.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(json.dumps(ingest))
+        return 0 if ingest["complete"] else 1
     try:
         with stop_on_signals():
             seeding, timed, plans, ingest = _measure(args, procs, tmp, data, rows, repeats, ingest_rows)
@@ -517,8 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    targets = [Target("Writer ingest (CallRecords → Postgres)", round(ingest["rows_per_s"]), ">=", 50_000.0, "rows/s",
-                      f"{ingest['rows']:,} records, batches of {ingest['batch_size']}")]
+    targets = [] if ingest.get("skipped") else [
+        Target("Writer ingest (CallRecords → Postgres)", round(ingest["rows_per_s"]), ">=", 50_000.0, "rows/s",
+               f"{ingest['rows']:,} records, batches of {ingest['batch_size']}")]
     for t in timed:
         targets.append(Target(f"{t['name']} (p95)", t["p95_ms"], "<=", t["target_ms"], "ms",
                               f"p50 {t['p50_ms']} ms" + (f"; HTTP {t['status']}" if t["status"] != 200 else "")))

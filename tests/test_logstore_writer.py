@@ -18,15 +18,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
+from logstore import writer as writer_module
 from logstore.db import PG_READY, create_pool, postgres_ctx
 from logstore.enrich import GenerationEnricher
-from logstore.migrate import migrate
+from logstore.migrate import MIGRATIONS_DIR, migrate
 from logstore.pricing import PricingTable, pricing_ctx
 from logstore.queries import rebuild_rollup
 from logstore.record import CallRecord
 from logstore.retention import purge_expired
 from logstore.rows import COLUMNS, record_to_row
-from logstore.writer import LogWriter, NullLogWriter, insert_rows, log_writer_ctx
+from logstore.writer import LogWriter, NullLogWriter, copy_rows, insert_rows, log_writer_ctx
 from proxy.embedded import EmbeddedPostgres
 from proxy.keys import LOG_WRITER, PG_POOL, PRICING, SETTINGS, UPSTREAM
 from proxy.settings import Settings
@@ -127,9 +128,10 @@ async def test_migrations_apply_once_even_from_concurrent_workers(pg_dsn: str) -
         dsn = pg_dsn.replace("/postgres?", f"/{name}?")
         conns = [await asyncpg.connect(dsn) for _ in range(3)]
         results = await asyncio.gather(*(migrate(c) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 1]
+        files = len(list(MIGRATIONS_DIR.glob("*.sql")))
+        assert sorted(len(r) for r in results) == [0, 0, files]
         assert await migrate(conns[0]) == []
-        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == files
         for c in conns:
             await c.close()
     finally:
@@ -212,6 +214,94 @@ async def test_daily_rollup_equals_group_by_over_raw_rows(pool, tmp_path) -> Non
     async with pool.acquire() as conn:
         await rebuild_rollup(conn)
     assert sorted(tuple(r) for r in await pool.fetch(ROLLUP_READ)) == before
+
+
+async def test_fresh_batches_skip_the_deduplicating_path_until_a_stored_id_shows_up(pool, tmp_path,
+                                                                                    monkeypatch) -> None:
+    dedup_calls: list[int] = []
+
+    async def counting_insert_rows(conn, rows):
+        dedup_calls.append(len(rows))
+        return await insert_rows(conn, rows)
+
+    monkeypatch.setattr(writer_module, "insert_rows", counting_insert_rows)
+    writer = LogWriter(settings(tmp_path, log_batch_size=10), pool, TABLE)
+    await writer.start()
+    for i in range(25):
+        writer.submit(make_record(i, rid=f"fresh-{i}"))
+    await writer.flush()
+    assert await count(pool) == 25 and dedup_calls == []  # COPY straight into request_logs
+    writer.submit(make_record(3, rid="fresh-3"))  # submitted again: the COPY fails whole, the fallback skips it
+    writer.submit(make_record(30, rid="fresh-30"))
+    await writer.flush()
+    await writer.stop()
+    assert dedup_calls == [2]
+    assert await count(pool) == 26 and writer.written_rows == 26 and writer.duplicate_rows == 1
+    await rollup_matches_raw(pool)
+
+
+async def test_a_retry_after_a_commit_that_reported_failure_stores_nothing_twice(pool, tmp_path,
+                                                                                 monkeypatch) -> None:
+    async def commit_then_fail(conn, rows):
+        await copy_rows(conn, rows)
+        raise ConnectionResetError("connection lost after COMMIT")
+
+    monkeypatch.setattr(writer_module, "copy_rows", commit_then_fail)
+    writer = LogWriter(settings(tmp_path), pool, TABLE, retry_base=0.01)
+    await writer.start()
+    for i in range(12):
+        writer.submit(make_record(i, rid=f"ambiguous-{i}"))
+    await writer.flush()
+    await writer.stop()
+    assert await count(pool) == 12
+    assert writer.batches_failed == 1 and writer.written_rows == 0 and writer.duplicate_rows == 12
+    assert writer.spooled_rows == 0
+    await rollup_matches_raw(pool)
+
+
+async def test_concurrent_writers_each_roll_up_only_their_own_rows(pool, tmp_path) -> None:
+    writers = [LogWriter(settings(tmp_path / str(w), log_batch_size=40), pool, TABLE) for w in range(3)]
+    for w in writers:
+        await w.start()
+    now = datetime.now(UTC)
+    for i in range(600):  # ids from the one sequence interleave between the writers' transactions
+        writers[i % 3].submit(make_record(i, rid=f"conc-{i}", when=now - timedelta(days=i % 2)))
+    for w in writers:
+        await w.flush()
+        await w.stop()
+    assert await count(pool) == 600
+    assert await pool.fetchval("SELECT sum(requests) FROM usage_daily") == 600
+    await rollup_matches_raw(pool)
+
+
+async def test_odd_values_are_cleaned_one_by_one_and_stored(pool, tmp_path) -> None:
+    class Ratio(float):  # e.g. numpy.float64: not exactly a float, COPY must get a plain one
+        pass
+
+    writer = LogWriter(settings(tmp_path), pool, TABLE)
+    await writer.start()
+    writer.submit(make_record(0, rid="odd-1", token_id="tok\x00en", token_name="n" * 300, provider=12,
+                              upstream_id="\ud800lone", duration_ms=float("nan"), similarity=Ratio(0.5),
+                              cache_status="SEMANTIC", status=True,
+                              tags={"X-Orcache-Run-Id": "r\x00", "iteration": "2"}))
+    writer.submit(make_record(1, rid="odd-2", token_name="Zoë", duration_ms=12, cache_status=["?"]))
+    await writer.flush()
+    await writer.stop()
+    rows = {r["request_id"]: r for r in await pool.fetch("SELECT * FROM request_logs")}
+    odd = rows["odd-1"]
+    assert (odd["token_id"], len(odd["token_name"]), odd["provider"]) == ("token", 256, "12")
+    assert odd["upstream_id"] == "?lone" and odd["duration_ms"] is None and odd["similarity"] == 0.5
+    assert (odd["cache_status"], odd["status_code"], odd["run_id"], odd["iteration"]) == ("semantic", 0, "r", 2)
+    assert (rows["odd-2"]["token_name"], rows["odd-2"]["duration_ms"], rows["odd-2"]["cache_status"]) == \
+        ("Zoë", 12.0, "bypass")
+    assert writer.dropped_rows == 0
+    await rollup_matches_raw(pool)
+
+
+async def test_copy_rows_needs_its_own_transaction(pool) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(RuntimeError):
+            await copy_rows(conn, [record_to_row(make_record(0))])
 
 
 async def test_rows_postgres_rejects_do_not_poison_the_batch(pool, tmp_path) -> None:
