@@ -59,7 +59,19 @@ _ADMIN_TIMEOUT = 10.0  # admin operations (purge, stats) may touch many keys
 _SETUP_TIMEOUT = 5.0
 _ENTRY_ID = re.compile(r"[0-9a-f]{32}")
 _TRIP_AFTER = 3  # timeouts in a row that rest the cache (a refused or lost connection rests it at once)
-_GHOST_RETRIES = (0.2, 1.0, 5.0)  # seconds: when to try removing a lock a timed-out SET may have taken
+# when to try removing a lock a SET may have taken after its caller stopped waiting (a timeout, a cancelled
+# request): at once (the lean client's one connection keeps commands in order), then again while Redis is away
+_GHOST_RETRIES = (0.0, 0.2, 1.0, 5.0)
+# the entry, its index row (a row left from an earlier store must not keep an old vector) and, when the
+# storing request led the single flight, its lock
+_STORE = Script("""
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('del', KEYS[2])
+redis.call('hset', KEYS[2], unpack(ARGV, 4))
+redis.call('pexpire', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' and redis.call('get', KEYS[3]) == ARGV[3] then redis.call('del', KEYS[3]) end
+return 1
+""")
 _RELEASE = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -283,11 +295,15 @@ class ResponseCache:
         else:
             self._suppressed += 1
 
-    async def _call(self, op: str, aw: Awaitable[T]) -> T | Failed:
-        """One Redis round trip, bounded; a failure is logged and counted, never raised."""
+    async def _call(self, op: str, aw: Awaitable[T], *, bounded: bool = False) -> T | Failed:
+        """One Redis round trip, bounded; a failure is logged and counted, never raised. ``bounded``: the
+        call carries its own deadline (the lean client's ``timeout=``), cheaper than an asyncio timeout."""
         try:
-            async with asyncio.timeout(self._timeout):
+            if bounded:
                 result = await aw
+            else:
+                async with asyncio.timeout(self._timeout):
+                    result = await aw
         except Exception as exc:  # noqa: BLE001 -- the cache must never fail a request
             self._failed(op, exc)
             return FAILED
@@ -311,7 +327,7 @@ class ResponseCache:
             self.misses += 1
             return result
         generation = self._hot.generation
-        raw = await self._call("lookup", self._commands.get(name))
+        raw = await self._call("lookup", self._commands.get(name, timeout=self._timeout), bounded=True)
         if raw is FAILED:
             self.misses += 1
             return result
@@ -380,7 +396,8 @@ class ResponseCache:
                 log.info("semantic_guard_refused", similarity=round(similarity, 4), scope=result.scope)
                 continue
             exact_name = keys.exact_key_for_vector(self._prefix, row["id"])
-            raw = await self._call("semantic_lookup", self._commands.get(exact_name))
+            raw = await self._call("semantic_lookup", self._commands.get(exact_name, timeout=self._timeout),
+                                   bounded=True)
             if raw is FAILED:
                 return None
             entry = CachedEntry.from_bytes(raw) if raw is not None else None
@@ -393,10 +410,10 @@ class ResponseCache:
     # ---- store --------------------------------------------------------------------------------------
 
     def schedule_store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None,
-                       response: dict[str, Any], ttl_seconds: int, *,
-                       cost: float | None = None) -> asyncio.Task[bool]:
+                       response: dict[str, Any], ttl_seconds: int, *, cost: float | None = None,
+                       flight: SingleFlight | None = None) -> asyncio.Task[bool]:
         """``store`` in a background task the cache keeps a reference to (``close`` waits for it)."""
-        return self.in_background(self.store(token, fp, lookup, response, ttl_seconds, cost=cost))
+        return self.in_background(self.store(token, fp, lookup, response, ttl_seconds, cost=cost, flight=flight))
 
     def in_background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run cache work off the response path, referenced until done (the loop keeps only weak ones)."""
@@ -406,26 +423,29 @@ class ResponseCache:
         return task
 
     async def store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None, response: dict[str, Any],
-                    ttl_seconds: int, *, cost: float | None = None) -> bool:
-        """Store a complete successful answer; True when it was written. Never raises."""
+                    ttl_seconds: int, *, cost: float | None = None, flight: SingleFlight | None = None) -> bool:
+        """Store a complete successful answer; True when it was written. Never raises. With the ``flight``
+        this request leads, its Redis lock goes in the same script (one round trip instead of two)."""
         if (not self._enabled or token.cache_mode not in CACHING_MODES or ttl_seconds <= 0
                 or not is_storable(response) or self._down()):
             return False
         # single flight releases the waiters for this key once this store is over
+        key = f"{token.cache_scope}:{fp.exact_key}"
         marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._storing.setdefault(fp.exact_key, set()).add(marker)
+        self._storing.setdefault(key, set()).add(marker)
         try:
-            return await self._store(token, fp, lookup, response, ttl_seconds, cost)
+            return await self._store(token, fp, lookup, response, ttl_seconds, cost, flight)
         finally:
             marker.set_result(None)
-            pending = self._storing.get(fp.exact_key)
+            pending = self._storing.get(key)
             if pending is not None:
                 pending.discard(marker)
                 if not pending:
-                    del self._storing[fp.exact_key]
+                    del self._storing[key]
 
     async def _store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None,
-                     response: dict[str, Any], ttl_seconds: int, cost: float | None) -> bool:
+                     response: dict[str, Any], ttl_seconds: int, cost: float | None,
+                     flight: SingleFlight | None) -> bool:
         scope = token.cache_scope
         generation = self._hot.generation
         vector = lookup.vector if lookup is not None and lookup.scope == scope else None
@@ -453,14 +473,12 @@ class ResponseCache:
             row["embedder"] = self._embedder_tag()
         ttl_ms = int(ttl_seconds * 1000)
         vec_key = keys.vector_key(self._prefix, scope, fp.exact_key)
-        fields = [part for name, value in row.items() for part in (name, value)]
-        stored = self._commands.transaction([
-            ("SET", exact_name, blob, "PX", ttl_ms),
-            ("DEL", vec_key),  # a row left from an earlier store must not keep an old vector
-            ("HSET", vec_key, *fields),
-            ("PEXPIRE", vec_key, ttl_ms),
-        ])
-        if await self._call("store", stored) is FAILED:
+        lock, owner = flight.hand_over() if flight is not None else ("", "")
+        args = [blob, ttl_ms, owner, *(part for name, value in row.items() for part in (name, value))]
+        stored = self._commands.run_script(_STORE, [exact_name, vec_key, lock], args, timeout=self._timeout)
+        if await self._call("store", stored, bounded=True) is FAILED:
+            if owner:
+                self.in_background(self._clear_ghost(lock, owner))
             return False
         self.stores += 1
         self._keep_hot(exact_name, entry, generation)
@@ -492,7 +510,8 @@ class ResponseCache:
         False: they should look the key up again before calling the upstream themselves.
         """
         entry = keys.exact_key(self._prefix, scope, key) if scope else None
-        return SingleFlight(self, f"{scope}:{key}" if scope else key, key, entry)
+        flight = f"{scope}:{key}" if scope else key
+        return SingleFlight(self, flight, flight, entry)
 
     async def _acquire(self, lock: str, owner: str, entry: str | None) -> int | None:
         """1: the lock is ours. 0: another process holds it. 2: the answer is stored already.
@@ -501,9 +520,10 @@ class ResponseCache:
             return None
         ttl_ms = max(1, int(self._flight_timeout * 1000))
         if entry is None:
-            got = await self._call("single_flight", self._commands.execute("SET", lock, owner, "NX", "PX", ttl_ms))
+            command = self._commands.execute("SET", lock, owner, "NX", "PX", ttl_ms, timeout=self._timeout)
         else:
-            got = await self._call("single_flight", self._commands.run_script(_ACQUIRE, [lock, entry], [owner, ttl_ms]))
+            command = self._commands.run_script(_ACQUIRE, [lock, entry], [owner, ttl_ms], timeout=self._timeout)
+        got = await self._call("single_flight", command, bounded=True)
         if got is FAILED:
             # the SET may have reached Redis before the timeout: left alone, that lock would hold every
             # identical request in every worker for the whole flight timeout
@@ -515,8 +535,7 @@ class ResponseCache:
         for delay in _GHOST_RETRIES:
             await asyncio.sleep(delay)
             try:
-                async with asyncio.timeout(max(self._timeout, 1.0)):
-                    await self._commands.run_script(_RELEASE, [lock], [owner])
+                await self._commands.run_script(_RELEASE, [lock], [owner], timeout=max(self._timeout, 1.0))
                 return
             except Exception:  # noqa: BLE001,S112 -- Redis still away: try again later; the lock expires anyway
                 continue
@@ -527,13 +546,15 @@ class ResponseCache:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-            held = await self._call("single_flight", self._commands.execute("EXISTS", lock))
+            held = await self._call("single_flight", self._commands.execute("EXISTS", lock, timeout=self._timeout),
+                                    bounded=True)
             if held is FAILED or not held:
                 return
 
     async def _unlock(self, lock: str, owner: str) -> None:
         if not self._down():  # otherwise the lock expires by itself
-            await self._call("single_flight", self._commands.run_script(_RELEASE, [lock], [owner]))
+            release = self._commands.run_script(_RELEASE, [lock], [owner], timeout=self._timeout)
+            await self._call("single_flight", release, bounded=True)
 
     # ---- admin --------------------------------------------------------------------------------------
 
@@ -642,7 +663,11 @@ class SingleFlight:
         cache._flights[self._flight] = self._fut
         owner = secrets.token_hex(8)
         try:
-            acquired = await cache._acquire(self._lock, owner, self._entry)
+            try:
+                acquired = await cache._acquire(self._lock, owner, self._entry)
+            except asyncio.CancelledError:  # the client went away: the lock may be taken all the same
+                cache.in_background(cache._clear_ghost(self._lock, owner))
+                raise
             if acquired == 2:  # answered and stored since our lookup: look it up again
                 self._finish()
                 self._fut = None
@@ -679,6 +704,12 @@ class SingleFlight:
         await asyncio.wait(pending, timeout=self._cache._flight_timeout)
         await self._release()
 
+    def hand_over(self) -> tuple[str, str]:
+        """(lock key, owner) for the store to release with the answer; ("", "") when this flight holds no
+        Redis lock. Once handed over the lock is the store's: leaving the flight only wakes local waiters."""
+        owner, self._owner = self._owner, None
+        return (self._lock, owner) if owner else ("", "")
+
     def _finish(self) -> None:
         cache = self._cache
         if cache._flights.get(self._flight) is self._fut:
@@ -690,7 +721,8 @@ class SingleFlight:
         self._finish()
         if self._owner is not None:
             owner, self._owner = self._owner, None
-            await self._cache._unlock(self._lock, owner)
+            # shielded: a request cancelled again (client gone, shutdown) must still give the lock back
+            await asyncio.shield(self._cache.in_background(self._cache._unlock(self._lock, owner)))
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:

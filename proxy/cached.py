@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,7 @@ from aiohttp import web
 from cache.assemble import StreamAssembler
 from cache.canonical import Fingerprint, fingerprint
 from cache.replay import render_json, render_sse
-from cache.response_cache import CacheLookup, ResponseCache
+from cache.response_cache import CacheLookup, ResponseCache, SingleFlight
 from logstore.record import CallRecord
 from proxy.errors import ProxyError
 from proxy.keys import METRICS, RESPONSE_CACHE, SETTINGS
@@ -72,7 +71,7 @@ class CacheContext:
     store: bool
     ttl: int
     header: str
-    leader_lock: AbstractAsyncContextManager[Any] | None = None
+    leader_lock: SingleFlight | None = None
     include_usage: bool = False
 
     @property
@@ -94,10 +93,10 @@ class CacheContext:
         """Store off the response path; failures are the cache's to log, never the client's problem."""
         if not self.store:
             return
-        self.cache.schedule_store(self.token, self.fp, self.lookup, response, self.ttl)
+        self.cache.schedule_store(self.token, self.fp, self.lookup, response, self.ttl, flight=self.leader_lock)
 
 
-def release_later(cache: ResponseCache, flight: AbstractAsyncContextManager[Any]) -> None:
+def release_later(cache: ResponseCache, flight: SingleFlight) -> None:
     """Leave a single flight in a task of its own. Created after the store task (``store_later``), it runs
     after it, so the flight still sees that store and keeps its waiters until the answer is in Redis."""
     cache.in_background(flight.__aexit__(None, None, None))

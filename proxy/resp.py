@@ -40,20 +40,19 @@ class Script:
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
-def _arg(value: Arg) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    return repr(value).encode() if isinstance(value, float) else str(value).encode()
-
-
 def pack(*args: Arg) -> bytes:
-    """One command in RESP: an array of bulk strings."""
+    """One command in RESP: an array of bulk strings (values are not copied into a formatted string)."""
     parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
     for value in args:
-        data = _arg(value)
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        kind = type(value)
+        if kind is str:
+            value = value.encode()  # type: ignore[union-attr]
+        elif kind is not bytes:
+            value = (repr(value) if kind is float else str(value)).encode()
+        append(b"$%d\r\n" % len(value))  # type: ignore[arg-type]
+        append(value)  # type: ignore[arg-type]
+        append(b"\r\n")
     return b"".join(parts)
 
 
@@ -63,12 +62,17 @@ def _raise_if_error(reply: Any) -> Any:
     return reply
 
 
+_NO_DEADLINE = float("inf")
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # (future, deadline) per command in flight, in the order the replies will come
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._transport: asyncio.Transport | None = None
         self._outgoing: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -86,33 +90,37 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            fut = waiting.popleft()
+            fut = waiting.popleft()[0]
             if not fut.done():  # a caller that timed out is gone; its reply is simply dropped
                 fut.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        err = RedisConnectionError(f"Redis connection lost: {exc!r}" if exc else "Redis connection closed")
-        while self._waiting:
-            fut = self._waiting.popleft()
-            if not fut.done():
-                fut.set_exception(err)
+        self._fail(RedisConnectionError(f"Redis connection lost: {exc!r}" if exc else "Redis connection closed"))
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._waiting:
-            fut = self._waiting.popleft()
+            fut = self._waiting.popleft()[0]
             if not fut.done():
                 fut.set_exception(exc)
 
-    def send(self, data: bytes, replies: int = 1) -> list[asyncio.Future[Any]]:
+    def send(self, data: bytes, replies: int = 1, timeout: float | None = None) -> list[asyncio.Future[Any]]:
+        """Queue a command; its futures fail with TimeoutError after ``timeout`` seconds. One timer per
+        connection does that (an ``asyncio.timeout`` per call cost more than the call itself)."""
         if self.closed or self._transport is None or self._transport.is_closing():
             raise RedisConnectionError("Redis connection closed")
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in range(replies)]
-        self._waiting.extend(futs)
+        deadline = _NO_DEADLINE if timeout is None else loop.time() + timeout
+        self._waiting.extend((fut, deadline) for fut in futs)
+        if timeout is not None and self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
         # commands sent in one turn of the event loop leave in one write: on a busy proxy that is one system
         # call (and one wake-up of Redis) for several requests' lookups instead of one each
         self._outgoing.append(data)
@@ -128,8 +136,28 @@ class _Protocol(asyncio.Protocol):
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
+    def _expire(self) -> None:
+        """Fail the commands past their deadline (their replies, when they come, are dropped); wake up
+        again at the next deadline. Replies come in order, so this rarely finds more than a few waiting."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        nearest = _NO_DEADLINE
+        for fut, deadline in self._waiting:
+            if fut.done():
+                continue
+            if deadline <= now:
+                fut.set_exception(TimeoutError())
+            elif deadline < nearest:
+                nearest = deadline
+        if nearest != _NO_DEADLINE:
+            self._timer = loop.call_at(nearest, self._expire)
+
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None:
             self._transport.close()
 
@@ -211,34 +239,37 @@ class RespClient:
             self._proto = proto
             return proto
 
-    async def execute(self, *args: Arg) -> Any:
+    async def execute(self, *args: Arg, timeout: float | None = None) -> Any:
+        """One command; ``timeout``: seconds until TimeoutError (connecting included)."""
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connection()
-        return _raise_if_error(await proto.send(pack(*args))[0])
+        return _raise_if_error(await proto.send(pack(*args), timeout=timeout)[0])
 
-    async def get(self, key: str) -> bytes | None:
-        return await self.execute("GET", key)
+    async def get(self, key: str, *, timeout: float | None = None) -> bytes | None:
+        return await self.execute("GET", key, timeout=timeout)
 
-    async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        flat = await self.execute("HGETALL", key)
+    async def hgetall(self, key: str, *, timeout: float | None = None) -> dict[bytes, bytes]:
+        flat = await self.execute("HGETALL", key, timeout=timeout)
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
-    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], *,
+                         timeout: float | None = None) -> Any:
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await self.execute("EVAL", script.text, len(keys), *keys, *args)  # Redis caches it from now on
+        # Redis keeps the script from now on
+        return await self.execute("EVAL", script.text, len(keys), *keys, *args, timeout=timeout)
 
-    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    async def transaction(self, commands: Sequence[Sequence[Arg]], *, timeout: float | None = None) -> list[Any]:
         """MULTI, the commands, EXEC, in one write; the EXEC reply (one result per command)."""
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connection()
         data = b"".join([pack("MULTI"), *(pack(*c) for c in commands), pack("EXEC")])
-        futs = proto.send(data, replies=len(commands) + 2)
+        futs = proto.send(data, replies=len(commands) + 2, timeout=timeout)
         replies = await asyncio.gather(*futs)
         for reply in replies[:-1]:
             _raise_if_error(reply)
@@ -261,23 +292,29 @@ class RedisPyCommands:
     def __init__(self, client: Any) -> None:
         self._client = client
 
-    async def execute(self, *args: Arg) -> Any:
-        return await self._client.execute_command(*args)
+    async def execute(self, *args: Arg, timeout: float | None = None) -> Any:
+        async with asyncio.timeout(timeout):
+            return await self._client.execute_command(*args)
 
-    async def get(self, key: str) -> bytes | None:
-        return await self._client.get(key)
+    async def get(self, key: str, *, timeout: float | None = None) -> bytes | None:
+        async with asyncio.timeout(timeout):
+            return await self._client.get(key)
 
-    async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return await self._client.hgetall(key)
+    async def hgetall(self, key: str, *, timeout: float | None = None) -> dict[bytes, bytes]:
+        async with asyncio.timeout(timeout):
+            return await self._client.hgetall(key)
 
-    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
-        return await self._client.eval(script.text, len(keys), *keys, *args)
+    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], *,
+                         timeout: float | None = None) -> Any:
+        async with asyncio.timeout(timeout):
+            return await self._client.eval(script.text, len(keys), *keys, *args)
 
-    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+    async def transaction(self, commands: Sequence[Sequence[Arg]], *, timeout: float | None = None) -> list[Any]:
         pipe = self._client.pipeline(transaction=True)
         for command in commands:
             pipe.execute_command(*command)
-        return await pipe.execute()
+        async with asyncio.timeout(timeout):
+            return await pipe.execute()
 
     async def close(self) -> None:
         """The redis-py client is its owner's to close."""

@@ -142,7 +142,7 @@ async def test_single_flight_one_upstream_call_for_ten_identical_misses(cache: R
         lookup = await cache.lookup(A, fp)
         if lookup.entry is not None:
             return lookup.entry.response["choices"][0]["message"]["content"]
-        async with cache.single_flight(fp.exact_key) as leader:
+        async with cache.single_flight(fp.exact_key, scope=A.cache_scope) as leader:
             leaders += leader
             again = await cache.lookup(A, fp, exact_only=True)
             if again.entry is not None:
@@ -195,6 +195,26 @@ async def test_single_flight_is_per_scope_and_sees_an_answer_stored_meanwhile(ca
     assert (await cache.lookup(A, fp, exact_only=True)).status == "exact"
 
 
+async def test_the_leaders_store_releases_its_lock(cache: ResponseCache, redis: Redis, key_prefix: str) -> None:
+    fp = chat_fp("Store and release")
+    lock = keys.lock_key(key_prefix, f"{A.cache_scope}:{fp.exact_key}")
+    flight = cache.single_flight(fp.exact_key, scope=A.cache_scope)
+    assert await flight.__aenter__() is True and await redis.get(lock) is not None
+    assert await cache.store(A, fp, None, answer("stored"), 600, flight=flight)
+    assert await redis.get(lock) is None  # in the store's own round trip
+    await flight.__aexit__(None, None, None)
+    assert (await cache.lookup(A, fp)).status == "exact"
+    # an answer that is not stored leaves the lock to the flight, which releases it on the way out
+    fp2 = chat_fp("Not storable")
+    lock2 = keys.lock_key(key_prefix, f"{A.cache_scope}:{fp2.exact_key}")
+    flight = cache.single_flight(fp2.exact_key, scope=A.cache_scope)
+    assert await flight.__aenter__() is True
+    assert not await cache.store(A, fp2, None, {"error": {"message": "no"}}, 600, flight=flight)
+    assert await redis.get(lock2) is not None
+    await flight.__aexit__(None, None, None)
+    assert await redis.get(lock2) is None
+
+
 async def test_a_lock_left_by_a_timed_out_call_is_cleared(cache: ResponseCache, redis: Redis,
                                                          key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SET of a call that timed out may still have reached Redis; its lock must not stall the key."""
@@ -204,10 +224,11 @@ async def test_a_lock_left_by_a_timed_out_call_is_cleared(cache: ResponseCache, 
     real = commands.run_script
     monkeypatch.setattr("cache.response_cache._GHOST_RETRIES", (0.05, 0.2))
 
-    async def lands_then_times_out(script: Any, keys: list[str], args: list[Any]) -> Any:
-        result = await real(script, keys, args)  # Redis takes the lock...
-        if script is _ACQUIRE:
-            await asyncio.sleep(10)  # ...but the reply comes too late
+    async def lands_then_times_out(script: Any, keys: list[str], args: list[Any], *, timeout: float) -> Any:
+        result = await real(script, keys, args, timeout=timeout)  # Redis takes the lock...
+        if script is _ACQUIRE:  # ...but the reply comes too late
+            await asyncio.sleep(timeout)
+            raise TimeoutError
         return result
 
     monkeypatch.setattr(commands, "run_script", lands_then_times_out)
@@ -215,6 +236,38 @@ async def test_a_lock_left_by_a_timed_out_call_is_cleared(cache: ResponseCache, 
         assert leader is True  # Redis too slow: proceed without the lock
     assert await redis.exists(lock)
     await asyncio.sleep(0.2)
+    assert not await redis.exists(lock)
+
+
+async def test_a_request_cancelled_while_taking_the_lock_gives_it_back(cache: ResponseCache, redis: Redis,
+                                                                    key_prefix: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    fp = chat_fp("Client gone")
+    lock = keys.lock_key(key_prefix, f"{A.cache_scope}:{fp.exact_key}")
+    commands = cache._commands
+    real = commands.run_script
+    taken = asyncio.Event()
+
+    async def slow_reply(script: Any, keys: list[str], args: list[Any], *, timeout: float) -> Any:
+        result = await real(script, keys, args, timeout=timeout)
+        if script is _ACQUIRE:
+            taken.set()
+            await asyncio.sleep(10)
+        return result
+
+    monkeypatch.setattr(commands, "run_script", slow_reply)
+
+    async def request() -> None:
+        async with cache.single_flight(fp.exact_key, scope=A.cache_scope):
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(request())
+    await taken.wait()
+    assert await redis.exists(lock)
+    task.cancel()  # aiohttp cancels the handler when the client disconnects
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
     assert not await redis.exists(lock)
 
 

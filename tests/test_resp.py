@@ -121,3 +121,16 @@ async def test_other_clients_go_through_redis_py() -> None:
     await fake.set("k", b"v")
     assert await commands.get("k") == b"v"
     assert await commands.transaction([("SET", "a", "1"), ("DEL", "k")]) == [True, 1]
+
+
+async def test_a_command_past_its_timeout_fails_and_the_rest_carry_on(lean: RespClient, redis: Redis,
+                                                                      key_prefix: str) -> None:
+    await redis.set(f"{key_prefix}:k", b"v")
+    slow = asyncio.ensure_future(lean.execute("BLPOP", f"{key_prefix}:none", "0.3", timeout=0.05))
+    quick = asyncio.ensure_future(lean.get(f"{key_prefix}:k", timeout=1.0))  # queued behind the slow one
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await slow
+    assert asyncio.get_running_loop().time() - started < 0.25
+    assert await quick == b"v"  # answered once Redis gets to it, in step
+    assert await lean.get(f"{key_prefix}:k", timeout=0.5) == b"v"
