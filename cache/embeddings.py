@@ -12,6 +12,7 @@ import asyncio
 import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -114,11 +115,97 @@ class Embedder:
 
 
 # one loaded model per path and process: apps built again and again (tests, reloads) share it
-_models: dict[str, Any] = {}
+_models: dict[str, _MiniLM] = {}
 _models_lock = threading.Lock()
 
 
-def _load_model(path: str) -> Any:
+class _MiniLM:
+    """all-MiniLM-L6-v2 as one traced, frozen TorchScript graph: BERT, mean pooling, L2 normalisation.
+
+    ``SentenceTransformer.encode`` spends as long in Python as in the matrix products for one short
+    query, and each of its few hundred eager ops gives up and takes back the GIL, so while the event
+    loop thread is busy every op waits for it. The traced graph runs in C++ after one call; Q, K and V
+    are one matrix product per layer. The vectors are those of ``encode`` (checked at load time).
+    """
+
+    def __init__(self, tokenizer: Any, graph: Any, max_length: int) -> None:
+        self._tokenizer = tokenizer
+        self._graph = graph
+        self._max_length = max_length
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        features = self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_length,
+                                   return_tensors="pt", return_token_type_ids=False)
+        with torch.inference_mode():
+            out = self._graph(features["input_ids"], features["attention_mask"])
+        return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+def _trace_minilm(bert: Any) -> Any:
+    """A BERT encoder with mean pooling and normalisation, traced from ``bert``'s weights."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812 -- the usual name
+    from torch import Tensor, nn
+
+    heads = bert.config.num_attention_heads
+    head_dim = bert.config.hidden_size // heads
+
+    class Layer(nn.Module):
+        def __init__(self, layer: Any) -> None:
+            super().__init__()
+            att = layer.attention
+            q, k, v = att.self.query, att.self.key, att.self.value
+            self.qkv = nn.Linear(q.in_features, 3 * q.out_features)
+            with torch.no_grad():
+                self.qkv.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+                self.qkv.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+            self.out, self.ln1 = att.output.dense, att.output.LayerNorm
+            self.up, self.down, self.ln2 = layer.intermediate.dense, layer.output.dense, layer.output.LayerNorm
+
+        def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+            q, k, v = self.qkv(x).unflatten(-1, (3, heads, head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).flatten(2)
+            x = self.ln1(self.out(a) + x)
+            return self.ln2(self.down(F.gelu(self.up(x))) + x)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            e = bert.embeddings
+            self.word, self.pos, self.ln = e.word_embeddings, e.position_embeddings, e.LayerNorm
+            self.type0 = nn.Parameter(e.token_type_embeddings.weight[0].detach().clone(), requires_grad=False)
+            self.layers = nn.ModuleList(Layer(layer) for layer in bert.encoder.layer)
+
+        def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+            positions = torch.cumsum(torch.ones_like(ids), 1) - 1  # no Python ints: the trace fits any length
+            x = self.ln(self.word(ids) + self.pos(positions) + self.type0)
+            m = mask.to(x.dtype)
+            bias = ((1.0 - m) * -10000.0)[:, None, None, :]  # padding gets no attention
+            for layer in self.layers:
+                x = layer(x, bias)
+            pooled = (x * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-9)
+            return F.normalize(pooled, p=2.0, dim=1)
+
+    encoder = Encoder().eval()
+    example = (torch.tensor([[101, 7592, 2088, 102, 0], [101, 7592, 2088, 2088, 102]]),
+               torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, not gone
+            return torch.jit.freeze(torch.jit.trace(encoder, example, check_trace=False))
+    except Exception as exc:  # noqa: BLE001 -- the same module runs eagerly, only a little slower
+        log.warning("embedder_trace_failed", error=repr(exc))
+        return encoder
+
+
+# texts of different lengths, one batch with padding: what the traced graph must agree with encode on
+_CHECK_TEXTS = ["warm up", "What is the capital of France?",
+                "How do I reverse a list in Python without copying it, and is that faster than slicing?"]
+
+
+def _load_model(path: str) -> _MiniLM:
     with _models_lock:
         model = _models.get(path)
         if model is None:
@@ -126,13 +213,23 @@ def _load_model(path: str) -> Any:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            import torch
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # a server's log is no place for progress bars
+            # One intra-op thread: with two, OpenMP's workers spin-wait on each other and on the event
+            # loop for the only two cores, and a busy loop made a 30 ms query take hundreds. (Process-wide.)
+            torch.set_num_threads(1)
 
-            model = SentenceTransformer(path, device="cpu")
-            model.encode(["warm up"], show_progress_bar=False)  # first call allocates; pay it here
+            st = SentenceTransformer(path, device="cpu")
+            model = _MiniLM(st.tokenizer, _trace_minilm(st[0].auto_model.eval()), st.max_seq_length)
+            expected = st.encode(_CHECK_TEXTS, convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=False)
+            got = np.concatenate([model.encode(_CHECK_TEXTS), model.encode(_CHECK_TEXTS[-1:])])
+            worst = float(np.min(np.sum(got * np.concatenate([expected, expected[-1:]]), axis=1)))
+            if worst < 0.9999:
+                raise RuntimeError(f"traced MiniLM disagrees with sentence-transformers (cosine {worst:.6f})")
             _models[path] = model
         return model
 
@@ -144,7 +241,7 @@ def local_model_path() -> str:
 
 
 class LocalEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (384 dims) via sentence-transformers, in one worker thread."""
+    """all-MiniLM-L6-v2 (384 dims), traced from the sentence-transformers model, in one worker thread."""
 
     dims = LOCAL_DIMS
 
@@ -152,7 +249,7 @@ class LocalEmbedder(Embedder):
         super().__init__(max_batch=max_batch)
         self._path = model_path
         self.name = "local:all-MiniLM-L6-v2"
-        self._model: Any = None
+        self._model: _MiniLM | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orcache-embed")
         self._load_task: asyncio.Task[None] | None = None
 
@@ -185,10 +282,7 @@ class LocalEmbedder(Embedder):
         log.info("embedder_ready", embedder=self.name, seconds=round(time.perf_counter() - started, 2))
 
     def _encode_sync(self, texts: list[str]) -> list[bytes]:
-        arr = self._model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=False)
-        arr = np.asarray(arr, dtype=np.float32)
-        return [row.tobytes() for row in arr]
+        return [row.tobytes() for row in self._model.encode(texts)]
 
     async def _encode(self, texts: list[str]) -> list[bytes]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._encode_sync, texts)
