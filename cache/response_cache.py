@@ -182,7 +182,6 @@ class ResponseCache:
         self._hot = HotEntries(max_entries=settings.cache_hot_entries, seconds=settings.cache_hot_seconds)
         self._listener: asyncio.Task[None] | None = None
         self._flights: dict[str, asyncio.Future[None]] = {}
-        self._storing: dict[str, set[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # counters, read by the metrics endpoint
         self.hits_exact = 0
@@ -319,10 +318,12 @@ class ResponseCache:
         if not self._enabled or token.cache_mode not in CACHING_MODES:
             return result
         name = keys.exact_key(self._prefix, scope, fp.exact_key)
-        entry = self._hot.get(name)
-        if entry is not None:
-            self.hits_exact += 1
-            return CacheLookup("exact", entry, scope=scope)
+        raw = self._hot.get(name)
+        if raw is not None:
+            entry = CachedEntry.from_bytes(raw)
+            if entry is not None:
+                self.hits_exact += 1
+                return CacheLookup("exact", entry, scope=scope)
         if self._down():
             self.misses += 1
             return result
@@ -335,7 +336,7 @@ class ResponseCache:
             entry = CachedEntry.from_bytes(raw)
             if entry is not None:
                 self.hits_exact += 1
-                self._keep_hot(name, entry, generation)
+                self._keep_hot(name, raw, entry, generation)
                 return CacheLookup("exact", entry, scope=scope)
         if not exact_only and token.cache_mode == "semantic" and fp.query_text is not None:
             hit = await self._semantic(token, fp, min_threshold, result)
@@ -413,6 +414,8 @@ class ResponseCache:
                        response: dict[str, Any], ttl_seconds: int, *, cost: float | None = None,
                        flight: SingleFlight | None = None) -> asyncio.Task[bool]:
         """``store`` in a background task the cache keeps a reference to (``close`` waits for it)."""
+        if flight is not None:
+            flight.store_begins()  # from now on the store finishes the flight, whatever happens first
         return self.in_background(self.store(token, fp, lookup, response, ttl_seconds, cost=cost, flight=flight))
 
     def in_background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -424,30 +427,21 @@ class ResponseCache:
 
     async def store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None, response: dict[str, Any],
                     ttl_seconds: int, *, cost: float | None = None, flight: SingleFlight | None = None) -> bool:
-        """Store a complete successful answer; True when it was written. Never raises. With the ``flight``
-        this request leads, its Redis lock goes in the same script (one round trip instead of two)."""
-        if (not self._enabled or token.cache_mode not in CACHING_MODES or ttl_seconds <= 0
-                or not is_storable(response) or self._down()):
-            return False
-        # single flight releases the waiters for this key once this store is over
-        key = f"{token.cache_scope}:{fp.exact_key}"
-        marker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._storing.setdefault(key, set()).add(marker)
+        """Store a complete successful answer; True when it was written. Never raises. The ``flight`` this
+        request leads is finished here, when the answer is in Redis; its lock goes in the same script."""
         try:
+            if (not self._enabled or token.cache_mode not in CACHING_MODES or ttl_seconds <= 0
+                    or not is_storable(response) or self._down()):
+                return False
             return await self._store(token, fp, lookup, response, ttl_seconds, cost, flight)
         finally:
-            marker.set_result(None)
-            pending = self._storing.get(key)
-            if pending is not None:
-                pending.discard(marker)
-                if not pending:
-                    del self._storing[key]
+            if flight is not None:
+                flight.release()
 
     async def _store(self, token: Token, fp: Fingerprint, lookup: CacheLookup | None,
                      response: dict[str, Any], ttl_seconds: int, cost: float | None,
                      flight: SingleFlight | None) -> bool:
         scope = token.cache_scope
-        generation = self._hot.generation
         vector = lookup.vector if lookup is not None and lookup.scope == scope else None
         if vector is None and token.cache_mode == "semantic" and fp.query_text is not None:
             vector = await self._embed(fp.query_text)
@@ -458,7 +452,6 @@ class ResponseCache:
         entry = CachedEntry(keys.entry_id(scope, fp.exact_key), response, usage, cost, now, scope, fp.model,
                             fp.query_text, expires_at=now + ttl_seconds)
         blob = entry.to_bytes()
-        entry.size = len(blob)
         exact_name = keys.exact_key(self._prefix, scope, fp.exact_key)
         row: dict[str, Any] = {
             "entry": exact_name, "entry_id": entry.id, "scope": keys.tag_digest(scope), "scope_name": scope,
@@ -473,7 +466,7 @@ class ResponseCache:
             row["embedder"] = self._embedder_tag()
         ttl_ms = int(ttl_seconds * 1000)
         vec_key = keys.vector_key(self._prefix, scope, fp.exact_key)
-        lock, owner = flight.hand_over() if flight is not None else ("", "")
+        lock, owner = flight.take_lock() if flight is not None else ("", "")
         args = [blob, ttl_ms, owner, *(part for name, value in row.items() for part in (name, value))]
         stored = self._commands.run_script(_STORE, [exact_name, vec_key, lock], args, timeout=self._timeout)
         if await self._call("store", stored, bounded=True) is FAILED:
@@ -481,11 +474,10 @@ class ResponseCache:
                 self.in_background(self._clear_ghost(lock, owner))
             return False
         self.stores += 1
-        self._keep_hot(exact_name, entry, generation)
         return True
 
-    def _keep_hot(self, name: str, entry: CachedEntry, generation: int) -> None:
-        self._hot.put(name, entry, None if entry.expires_at is None else entry.expires_at - time.time(), generation)
+    def _keep_hot(self, name: str, raw: bytes, entry: CachedEntry, generation: int) -> None:
+        self._hot.put(name, raw, None if entry.expires_at is None else entry.expires_at - time.time(), generation)
 
     def start_listening(self) -> None:
         """Drop the hot tier whenever any worker purges or deletes entries (``cache.hot``)."""
@@ -510,8 +502,7 @@ class ResponseCache:
         False: they should look the key up again before calling the upstream themselves.
         """
         entry = keys.exact_key(self._prefix, scope, key) if scope else None
-        flight = f"{scope}:{key}" if scope else key
-        return SingleFlight(self, flight, flight, entry)
+        return SingleFlight(self, f"{scope}:{key}" if scope else key, entry)
 
     async def _acquire(self, lock: str, owner: str, entry: str | None) -> int | None:
         """1: the lock is ours. 0: another process holds it. 2: the answer is stored already.
@@ -635,18 +626,24 @@ def _s(value: Any) -> str:
 
 
 class SingleFlight:
-    """The async context manager ``ResponseCache.single_flight`` returns; enters as ``leader: bool``."""
+    """The async context manager ``ResponseCache.single_flight`` returns; enters as ``leader: bool``.
 
-    __slots__ = ("_cache", "_entry", "_flight", "_fut", "_lock", "_owner", "_store_key")
+    A leader whose answer is being stored (``schedule_store(..., flight=...)``) is finished by that store,
+    once the answer is in Redis: its lock goes in the store's own script, and the waiters in this process
+    are woken then, to find the answer when they look again. Otherwise leaving the block (or ``release``)
+    finishes it.
+    """
 
-    def __init__(self, cache: ResponseCache, flight: str, store_key: str, entry: str | None = None) -> None:
+    __slots__ = ("_cache", "_entry", "_flight", "_fut", "_lock", "_owner", "_storing")
+
+    def __init__(self, cache: ResponseCache, flight: str, entry: str | None = None) -> None:
         self._cache = cache
         self._flight = flight
-        self._store_key = store_key
         self._entry = entry
         self._fut: asyncio.Future[None] | None = None
         self._lock = keys.lock_key(cache._prefix, flight)
         self._owner: str | None = None
+        self._storing = False
 
     async def __aenter__(self) -> bool:
         cache = self._cache
@@ -685,44 +682,39 @@ class SingleFlight:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._fut is None:
-            return
-        cache = self._cache
-        if exc_type is None:
-            # a store task created just before the block ended gets to register itself first
-            await asyncio.sleep(0)
-            pending = set(cache._storing.get(self._store_key, ()))
-            if pending:
-                # release the waiters when the answer is in Redis, not before: they look it up again
-                task = asyncio.create_task(self._release_after(pending))
-                cache._tasks.add(task)
-                task.add_done_callback(cache._tasks.discard)
-                return
-        await self._release()
+        if exc_type is None and self._storing:
+            return  # the store finishes the flight
+        unlocking = self.release()
+        if unlocking is not None:
+            await asyncio.shield(unlocking)
 
-    async def _release_after(self, pending: set[asyncio.Future[None]]) -> None:
-        await asyncio.wait(pending, timeout=self._cache._flight_timeout)
-        await self._release()
+    def release(self) -> asyncio.Task[None] | None:
+        """Finish the flight now: wake the waiters here, give the Redis lock back in a task of its own (so a
+        request cancelled again, by a client gone or a shutdown, still gives it back); that task, if any."""
+        self._finish()
+        if self._owner is None:
+            return None
+        owner, self._owner = self._owner, None
+        return self._cache.in_background(self._cache._unlock(self._lock, owner))
 
-    def hand_over(self) -> tuple[str, str]:
-        """(lock key, owner) for the store to release with the answer; ("", "") when this flight holds no
-        Redis lock. Once handed over the lock is the store's: leaving the flight only wakes local waiters."""
+    def release_unless_storing(self) -> None:
+        if not self._storing:
+            self.release()
+
+    def store_begins(self) -> None:
+        self._storing = True
+
+    def take_lock(self) -> tuple[str, str]:
+        """(lock key, owner) for the store script to delete; ("", "") when this flight holds no lock."""
         owner, self._owner = self._owner, None
         return (self._lock, owner) if owner else ("", "")
 
     def _finish(self) -> None:
         cache = self._cache
-        if cache._flights.get(self._flight) is self._fut:
+        if self._fut is not None and cache._flights.get(self._flight) is self._fut:
             del cache._flights[self._flight]
         if self._fut is not None and not self._fut.done():
             self._fut.set_result(None)
-
-    async def _release(self) -> None:
-        self._finish()
-        if self._owner is not None:
-            owner, self._owner = self._owner, None
-            # shielded: a request cancelled again (client gone, shutdown) must still give the lock back
-            await asyncio.shield(self._cache.in_background(self._cache._unlock(self._lock, owner)))
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:

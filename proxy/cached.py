@@ -18,7 +18,7 @@ from proxy.keys import METRICS, RESPONSE_CACHE, SETTINGS
 from proxy.middleware import REQUEST_ID
 from proxy.tokens import Token
 
-__all__ = ["CacheContext", "cache_context", "serve_hit", "parse_cache_control", "release_later"]
+__all__ = ["CacheContext", "cache_context", "serve_hit", "parse_cache_control"]
 
 log = structlog.get_logger("orcache.cache")
 _HEADER = {"exact": "HIT-EXACT", "semantic": "HIT-SEMANTIC"}
@@ -94,12 +94,6 @@ class CacheContext:
         if not self.store:
             return
         self.cache.schedule_store(self.token, self.fp, self.lookup, response, self.ttl, flight=self.leader_lock)
-
-
-def release_later(cache: ResponseCache, flight: SingleFlight) -> None:
-    """Leave a single flight in a task of its own. Created after the store task (``store_later``), it runs
-    after it, so the flight still sees that store and keeps its waiters until the answer is in Redis."""
-    cache.in_background(flight.__aexit__(None, None, None))
 
 
 async def cache_context(request: web.Request, token: Token, tail: str, payload: dict[str, Any],

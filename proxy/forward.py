@@ -15,7 +15,7 @@ from aiohttp import web
 
 from logstore.record import CallRecord
 from proxy.auth import require_token
-from proxy.cached import CacheContext, cache_context, release_later, serve_hit
+from proxy.cached import CacheContext, cache_context, serve_hit
 from proxy.errors import ProxyError
 from proxy.fallback import FALLBACK_PLAN
 from proxy.keys import SETTINGS, UPSTREAM
@@ -126,12 +126,11 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
             resp = await serve_hit(request, cache_ctx, stream, record)
         else:
             resp = await _forward(request, settings, token, tail, body, stream, hold_usage, record, cache_ctx)
-    except BaseException as exc:
-        await flight.__aexit__(type(exc), exc, exc.__traceback__)
+    except BaseException:
+        flight.release()
         raise
-    # the waiters are released once the answer is stored, which happens after the response is out: leaving
-    # the flight (a loop turn, then a task) need not hold the response up either
-    release_later(cache_ctx.cache, flight)
+    # an answer being stored finishes the flight when it is in Redis (after the response is out)
+    flight.release_unless_storing()
     return resp
 
 

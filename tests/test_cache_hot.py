@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from cache.entry import CachedEntry
 from cache.hot import HotEntries
 from cache.response_cache import ResponseCache
 from tests.test_cache_support import answer, chat_fp, make_settings_for, make_token
@@ -18,8 +17,8 @@ A = make_token("a" * 16)
 B = make_token("b" * 16)
 
 
-def _entry(size: int = 100) -> CachedEntry:
-    return CachedEntry("id", answer("x"), None, None, time.time(), "token:a", "m", size=size)
+def _entry(size: int = 100) -> bytes:
+    return b"x" * size
 
 
 def test_bounded_in_number_and_size_least_recently_used_first() -> None:

@@ -142,7 +142,8 @@ async def test_single_flight_one_upstream_call_for_ten_identical_misses(cache: R
         lookup = await cache.lookup(A, fp)
         if lookup.entry is not None:
             return lookup.entry.response["choices"][0]["message"]["content"]
-        async with cache.single_flight(fp.exact_key, scope=A.cache_scope) as leader:
+        flight = cache.single_flight(fp.exact_key, scope=A.cache_scope)
+        async with flight as leader:
             leaders += leader
             again = await cache.lookup(A, fp, exact_only=True)
             if again.entry is not None:
@@ -150,8 +151,8 @@ async def test_single_flight_one_upstream_call_for_ten_identical_misses(cache: R
             upstream_calls += 1
             await asyncio.sleep(0.05)  # the upstream thinking
             response = answer("Deep answer.")
-            # stored in the background, as the proxy does: waiters are released once it is in Redis
-            asyncio.get_running_loop().create_task(cache.store(A, fp, lookup, response, 600))
+            # stored in the background, as the proxy does: the store releases the waiters once it is in Redis
+            cache.schedule_store(A, fp, lookup, response, 600, flight=flight)
             return response["choices"][0]["message"]["content"]
 
     results = await asyncio.wait_for(asyncio.gather(*(request() for _ in range(10))), 5)
