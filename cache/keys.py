@@ -10,8 +10,9 @@
                                              embedder (tags), query (text), bytes and stored_at
                                              (numeric), entry (name of the exact key above) and, for
                                              semantic entries, embedding (FLOAT32 vector).
-  {prefix}:cache:lock:{key}                  string, PX: single-flight lock, held by the process whose
-                                             request is calling the upstream for this key.
+  {prefix}:cache:lock:{scope}:{exact_key}    string, PX: single-flight lock, held by the process whose
+                                             request is calling the upstream for this key; deleted by
+                                             the script that stores the answer.
   {prefix}:cache:events                      pub/sub channel: purges and deletes, so every worker drops
                                              its hot tier (``cache.hot``).
   {prefix}-semantic                          RediSearch index (redisvl) over {prefix}:cache:vec:

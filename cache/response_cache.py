@@ -1,6 +1,7 @@
 """The response cache: exact entries in Redis, semantic candidates from a RediSearch vector index.
 
-Lookup order: one GET of the exact key; then, for ``cache_mode = semantic`` with the embedder ready, a
+Lookup order: the worker's hot tier (``cache.hot``), one GET of the exact key (through the lean client,
+``proxy.resp``); then, for ``cache_mode = semantic`` with the embedder ready, a
 KNN query filtered inside RediSearch by scope, model, parameters and conversation context. A
 candidate is served only when its cosine similarity reaches the token's threshold (raised, never
 lowered, by ``min_threshold``) and the semantic guard accepts the pair of questions.
@@ -39,7 +40,7 @@ from redisvl.query.filter import Tag
 from redisvl.schema import IndexSchema
 
 from cache import keys
-from cache.canonical import Fingerprint
+from cache.canonical import Fingerprint, fingerprint
 from cache.embeddings import EMBEDDER, LOCAL_DIMS, Embedder, make_embedder
 from cache.entry import CachedEntry, is_storable
 from cache.guard import guard_allows
@@ -58,6 +59,8 @@ CACHING_MODES = ("exact", "semantic")
 _ADMIN_TIMEOUT = 10.0  # admin operations (purge, stats) may touch many keys
 _SETUP_TIMEOUT = 5.0
 _ENTRY_ID = re.compile(r"[0-9a-f]{32}")
+_FINGERPRINT_MEMO_SIZE = 1024  # requests whose fingerprints are remembered, by body...
+_FINGERPRINT_MEMO_BODY = 8192  # ...of at most this many bytes
 _TRIP_AFTER = 3  # timeouts in a row that rest the cache (a refused or lost connection rests it at once)
 # when to try removing a lock a SET may have taken after its caller stopped waiting (a timeout, a cancelled
 # request): at once (the lean client's one connection keeps commands in order), then again while Redis is away
@@ -181,6 +184,7 @@ class ResponseCache:
         self._suppressed = 0
         self._hot = HotEntries(max_entries=settings.cache_hot_entries, seconds=settings.cache_hot_seconds)
         self._listener: asyncio.Task[None] | None = None
+        self._fingerprints: dict[tuple[str, bytes], Fingerprint | None] = {}
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # counters, read by the metrics endpoint
@@ -310,6 +314,21 @@ class ResponseCache:
         return result
 
     # ---- lookup -------------------------------------------------------------------------------------
+
+    def fingerprint(self, path: str, payload: dict[str, Any], body: bytes) -> Fingerprint | None:
+        """``canonical.fingerprint`` of ``payload``, remembered by ``body``, the bytes it was parsed from (or
+        serialised to): a repeated request, the cache's whole point, skips the canonical form and digests."""
+        key = (path, body)
+        try:
+            return self._fingerprints[key]
+        except KeyError:
+            pass
+        fp = fingerprint(path, payload)
+        if len(body) <= _FINGERPRINT_MEMO_BODY:
+            if len(self._fingerprints) >= _FINGERPRINT_MEMO_SIZE:
+                self._fingerprints.clear()
+            self._fingerprints[key] = fp
+        return fp
 
     async def lookup(self, token: Token, fp: Fingerprint, *, min_threshold: float | None = None,
                      exact_only: bool = False) -> CacheLookup:

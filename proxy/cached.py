@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from cache.assemble import StreamAssembler
-from cache.canonical import Fingerprint, fingerprint
+from cache.canonical import Fingerprint
 from cache.replay import render_json, render_sse
 from cache.response_cache import CacheLookup, ResponseCache, SingleFlight
 from logstore.record import CallRecord
@@ -96,8 +96,10 @@ class CacheContext:
         self.cache.schedule_store(self.token, self.fp, self.lookup, response, self.ttl, flight=self.leader_lock)
 
 
-async def cache_context(request: web.Request, token: Token, tail: str, payload: dict[str, Any],
+async def cache_context(request: web.Request, token: Token, tail: str, payload: dict[str, Any], body: bytes,
                         record: CallRecord) -> CacheContext | None:
+    """``body``: the request body as it goes upstream, ``payload`` parsed from it (or it serialised from
+    ``payload``)."""
     app = request.app
     cache = app.get(RESPONSE_CACHE)
     if token.cache_mode == "off" or cache is None or not app[SETTINGS].cache_enabled:
@@ -105,7 +107,7 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
         return None
     skip_lookup, skip_store, max_age = parse_cache_control(request.headers.get("Cache-Control"))
     min_threshold = parse_threshold_header(request.headers.get("X-Cache-Threshold"))
-    fp = fingerprint("/" + tail, payload)
+    fp = cache.fingerprint("/" + tail, payload, body)
     if fp is None or (skip_lookup and skip_store):
         record.cache_status = "bypass"
         return None

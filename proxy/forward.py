@@ -102,7 +102,7 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
 
     cache_ctx: CacheContext | None = None
     if payload is not None:
-        cache_ctx = await cache_context(request, token, tail, payload, record)
+        cache_ctx = await cache_context(request, token, tail, payload, body, record)
         if cache_ctx is not None and cache_ctx.hit is not None:
             return await serve_hit(request, cache_ctx, stream, record)
 

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from cache import keys
+from cache.canonical import fingerprint
 from cache.response_cache import _ACQUIRE, CacheUnavailable, ResponseCache
 from proxy.embedded import EmbeddedRedis
 from tests.test_cache_support import answer, chat_fp, make_settings_for, make_token
@@ -370,3 +372,17 @@ async def test_after_an_outage_the_cache_rests_then_recovers(private_redis: Embe
     finally:
         await cache.close()
         await client.aclose()
+
+
+def test_fingerprints_are_remembered_by_body(cache: ResponseCache) -> None:
+    payload = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Remember me"}]}
+    body = orjson.dumps(payload)
+    first = cache.fingerprint("/chat/completions", payload, body)
+    assert first == fingerprint("/chat/completions", payload)
+    assert cache.fingerprint("/chat/completions", payload, body) is first  # not computed again
+    assert cache.fingerprint("/completions", {"model": "m", "prompt": "Remember me"},
+                             b'{"model":"m","prompt":"Remember me"}') != first
+    big = {"model": "m", "messages": [{"role": "user", "content": "x" * 10_000}]}
+    big_body = orjson.dumps(big)
+    assert cache.fingerprint("/chat/completions", big, big_body) is not cache.fingerprint("/chat/completions", big,
+                                                                                          big_body)
