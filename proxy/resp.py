@@ -239,11 +239,20 @@ class RespClient:
             self._proto = proto
             return proto
 
+    async def _ready(self, timeout: float | None) -> _Protocol:
+        proto = self._proto
+        if proto is not None and not proto.closed:
+            return proto
+        if timeout is None:
+            return await self._connection()
+        async with asyncio.timeout(timeout):  # a server that does not answer must not hold the caller longer
+            return await self._connection()
+
     async def execute(self, *args: Arg, timeout: float | None = None) -> Any:
         """One command; ``timeout``: seconds until TimeoutError (connecting included)."""
         proto = self._proto
         if proto is None or proto.closed:
-            proto = await self._connection()
+            proto = await self._ready(timeout)
         return _raise_if_error(await proto.send(pack(*args), timeout=timeout)[0])
 
     async def get(self, key: str, *, timeout: float | None = None) -> bytes | None:
@@ -267,7 +276,7 @@ class RespClient:
         """MULTI, the commands, EXEC, in one write; the EXEC reply (one result per command)."""
         proto = self._proto
         if proto is None or proto.closed:
-            proto = await self._connection()
+            proto = await self._ready(timeout)
         data = b"".join([pack("MULTI"), *(pack(*c) for c in commands), pack("EXEC")])
         futs = proto.send(data, replies=len(commands) + 2, timeout=timeout)
         replies = await asyncio.gather(*futs)

@@ -134,3 +134,23 @@ async def test_a_command_past_its_timeout_fails_and_the_rest_carry_on(lean: Resp
     assert asyncio.get_running_loop().time() - started < 0.25
     assert await quick == b"v"  # answered once Redis gets to it, in step
     assert await lean.get(f"{key_prefix}:k", timeout=0.5) == b"v"
+
+
+async def test_connecting_counts_against_the_timeout() -> None:
+    """A server that takes the connection but never answers (here: the AUTH of the handshake) must not hold
+    a call past its timeout."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # connections complete in the backlog; nobody ever reads them
+    lean = RespClient.for_client(Redis(host="127.0.0.1", port=listener.getsockname()[1], password="secret"))
+    assert lean is not None
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await lean.get("k", timeout=0.1)
+        assert asyncio.get_running_loop().time() - started < 0.5
+    finally:
+        await lean.close()
+        listener.close()
