@@ -65,6 +65,14 @@ _TRIP_AFTER = 3  # timeouts in a row that rest the cache (a refused or lost conn
 # when to try removing a lock a SET may have taken after its caller stopped waiting (a timeout, a cancelled
 # request): at once (the lean client's one connection keeps commands in order), then again while Redis is away
 _GHOST_RETRIES = (0.0, 0.2, 1.0, 5.0)
+# the exact lookup of a miss that will be stored: the answer, or else the single-flight lock taken (1) or held
+# by another process (0), in one round trip
+_LOOKUP_OR_LOCK = Script("""
+local v = redis.call('get', KEYS[1])
+if v then return v end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+""")
 # the entry, its index row (a row left from an earlier store must not keep an old vector) and, when the
 # storing request led the single flight, its lock
 _STORE = Script("""
@@ -168,6 +176,7 @@ class ResponseCache:
         self._enabled = settings.cache_enabled
         self._timeout = settings.cache_timeout_ms / 1000.0
         self._flight_timeout = settings.single_flight_timeout
+        self._flight_ttl_ms = max(1, int(self._flight_timeout * 1000))
         self._embedder = embedder
         self._guard = guard or guard_allows
         self._retry_after = retry_after
@@ -331,7 +340,10 @@ class ResponseCache:
         return fp
 
     async def lookup(self, token: Token, fp: Fingerprint, *, min_threshold: float | None = None,
-                     exact_only: bool = False) -> CacheLookup:
+                     exact_only: bool = False, flight: SingleFlight | None = None) -> CacheLookup:
+        """The cached answer, or a miss. With ``flight`` (this request will store what it gets), a miss in
+        Redis also enters the single flight in the same round trip: ``async with flight`` then only waits,
+        if another request leads. A hit leaves the flight."""
         scope = token.cache_scope
         result = CacheLookup("miss", scope=scope)
         if not self._enabled or token.cache_mode not in CACHING_MODES:
@@ -347,7 +359,21 @@ class ResponseCache:
             self.misses += 1
             return result
         generation = self._hot.generation
-        raw = await self._call("lookup", self._commands.get(name, timeout=self._timeout), bounded=True)
+        if flight is not None and flight.begin():
+            owner = secrets.token_hex(8)
+            command = self._commands.run_script(_LOOKUP_OR_LOCK, [name, flight.lock],
+                                                [owner, self._flight_ttl_ms], timeout=self._timeout)
+            try:
+                got = await self._call("lookup", command, bounded=True)
+            except asyncio.CancelledError:  # the client went away: the lock may be taken all the same
+                self.in_background(self._clear_ghost(flight.lock, owner))
+                flight.release()
+                raise
+            if got is FAILED:
+                self.in_background(self._clear_ghost(flight.lock, owner))
+            raw = flight.entered(got, owner)
+        else:
+            raw = await self._call("lookup", self._commands.get(name, timeout=self._timeout), bounded=True)
         if raw is FAILED:
             self.misses += 1
             return result
@@ -356,11 +382,15 @@ class ResponseCache:
             if entry is not None:
                 self.hits_exact += 1
                 self._keep_hot(name, raw, entry, generation)
+                if flight is not None:
+                    flight.release()
                 return CacheLookup("exact", entry, scope=scope)
         if not exact_only and token.cache_mode == "semantic" and fp.query_text is not None:
             hit = await self._semantic(token, fp, min_threshold, result)
             if hit is not None:
                 self.hits_semantic += 1
+                if flight is not None:
+                    flight.release()
                 return hit
         self.misses += 1
         return result
@@ -528,7 +558,7 @@ class ResponseCache:
         None: Redis is not usable (and a lock the failed call may still have set is cleared later)."""
         if self._down():
             return None
-        ttl_ms = max(1, int(self._flight_timeout * 1000))
+        ttl_ms = self._flight_ttl_ms
         if entry is None:
             command = self._commands.execute("SET", lock, owner, "NX", "PX", ttl_ms, timeout=self._timeout)
         else:
@@ -653,7 +683,7 @@ class SingleFlight:
     finishes it.
     """
 
-    __slots__ = ("_cache", "_entry", "_flight", "_fut", "_lock", "_owner", "_storing")
+    __slots__ = ("_cache", "_entry", "_flight", "_fut", "_lock", "_owner", "_storing", "_decided")
 
     def __init__(self, cache: ResponseCache, flight: str, entry: str | None = None) -> None:
         self._cache = cache
@@ -663,9 +693,45 @@ class SingleFlight:
         self._lock = keys.lock_key(cache._prefix, flight)
         self._owner: str | None = None
         self._storing = False
+        self._decided: int | None = None  # 1 leader, 0 another process leads: set by the lookup (``entered``)
+
+    @property
+    def lock(self) -> str:
+        return self._lock
+
+    def begin(self) -> bool:
+        """Before a lookup that takes the lock in its round trip: False when a request in this process is
+        on this key already (then the lookup only reads, and ``async with`` waits for that request)."""
+        if self._flight in self._cache._flights:
+            return False
+        self._fut = asyncio.get_running_loop().create_future()
+        self._cache._flights[self._flight] = self._fut
+        return True
+
+    def entered(self, reply: Any, owner: str) -> Any:
+        """The reply of the lookup-or-lock script: the stored answer (returned), or the lock taken (1) or
+        held elsewhere (0), remembered for ``__aenter__``; FAILED: lead without a lock."""
+        if isinstance(reply, bytes) or reply is FAILED:
+            self._decided = 1  # should the stored answer not be usable after all: lead, without the lock
+            return reply
+        self._decided = 1 if reply == 1 else 0
+        if reply == 1:
+            self._owner = owner
+        return None
 
     async def __aenter__(self) -> bool:
         cache = self._cache
+        decided, self._decided = self._decided, None
+        if decided == 1:
+            return True
+        if decided == 0:  # another worker process is on it (our local future stays up for this process)
+            cache.flight_waits += 1
+            try:
+                await cache._wait_unlocked(self._lock)
+            except BaseException:
+                self._finish()
+                raise
+            return False
         waiting = cache._flights.get(self._flight)
         if waiting is not None:  # someone in this process is on it: wait for it
             cache.flight_waits += 1

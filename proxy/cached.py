@@ -118,7 +118,10 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
         record.cache_status = "bypass"
         return CacheContext(cache, token, fp, None, store=ttl > 0, ttl=ttl, header="BYPASS",
                             include_usage=include_usage)
-    lookup = await cache.lookup(token, fp, min_threshold=min_threshold)
+    store = not skip_store and ttl > 0
+    # a miss that will be stored enters the single flight in the lookup's own round trip
+    flight = cache.single_flight(fp.exact_key, scope=token.cache_scope) if store else None
+    lookup = await cache.lookup(token, fp, min_threshold=min_threshold, flight=flight)
     metrics = app[METRICS]
     if lookup.status in _HEADER:
         metrics.cache_result(lookup.status)
@@ -126,11 +129,8 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
                             include_usage=include_usage)
     metrics.cache_result("miss")
     record.cache_status = "miss"
-    ctx = CacheContext(cache, token, fp, lookup, store=not skip_store and ttl > 0, ttl=ttl, header="MISS",
-                       include_usage=include_usage)
-    if ctx.store:
-        ctx.leader_lock = cache.single_flight(fp.exact_key, scope=token.cache_scope)
-    return ctx
+    return CacheContext(cache, token, fp, lookup, store=store, ttl=ttl, header="MISS", include_usage=include_usage,
+                        leader_lock=flight)
 
 
 async def serve_hit(request: web.Request, ctx: CacheContext, stream: bool, record: CallRecord) -> web.StreamResponse:

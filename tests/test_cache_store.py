@@ -386,3 +386,56 @@ def test_fingerprints_are_remembered_by_body(cache: ResponseCache) -> None:
     big_body = orjson.dumps(big)
     assert cache.fingerprint("/chat/completions", big, big_body) is not cache.fingerprint("/chat/completions", big,
                                                                                           big_body)
+
+
+async def test_a_miss_to_be_stored_takes_the_lock_in_the_lookups_round_trip(cache: ResponseCache, redis: Redis,
+                                                                          key_prefix: str) -> None:
+    fp = chat_fp("One round trip")
+    lock = keys.lock_key(key_prefix, f"{A.cache_scope}:{fp.exact_key}")
+    flight = cache.single_flight(fp.exact_key, scope=A.cache_scope)
+    assert (await cache.lookup(A, fp, flight=flight)).status == "miss"
+    assert await redis.get(lock) is not None  # taken by the lookup itself
+    started = time.monotonic()
+    async with flight as leader:
+        assert leader is True and time.monotonic() - started < 0.05
+    assert await redis.get(lock) is None
+
+    # a hit leaves the flight: no lock, nothing registered
+    assert await cache.store(A, fp, None, answer("there"), 600)
+    flight = cache.single_flight(fp.exact_key, scope=A.cache_scope)
+    cache._hot.clear()
+    assert (await cache.lookup(A, fp, flight=flight)).status == "exact"
+    assert await redis.get(lock) is None and not cache._flights
+
+
+async def test_the_lookup_sees_another_process_leading_and_waits_for_it(cache: ResponseCache, redis: Redis,
+                                                                        key_prefix: str) -> None:
+    fp = chat_fp("Someone else leads")
+    lock = keys.lock_key(key_prefix, f"{A.cache_scope}:{fp.exact_key}")
+    await redis.set(lock, "other-worker", px=5000)
+    flight = cache.single_flight(fp.exact_key, scope=A.cache_scope)
+    assert (await cache.lookup(A, fp, flight=flight)).status == "miss"
+    loop = asyncio.get_running_loop()
+
+    async def other_worker_answers() -> None:
+        await cache.store(A, fp, None, answer("from the other worker"), 600)
+        await redis.delete(lock)
+
+    loop.call_later(0.2, lambda: loop.create_task(other_worker_answers()))
+    started = time.monotonic()
+    async with flight as leader:
+        assert leader is False and 0.15 < time.monotonic() - started < 2.0
+    assert (await cache.lookup(A, fp, exact_only=True)).status == "exact"
+    assert not cache._flights
+
+
+async def test_an_unreadable_stored_value_is_a_miss_that_leads(cache: ResponseCache, redis: Redis,
+                                                               key_prefix: str) -> None:
+    fp = chat_fp("Garbled")
+    await redis.set(keys.exact_key(key_prefix, A.cache_scope, fp.exact_key), b"not an entry")
+    flight = cache.single_flight(fp.exact_key, scope=A.cache_scope)
+    assert (await cache.lookup(A, fp, flight=flight)).status == "miss"
+    async with asyncio.timeout(1.0):  # never waiting on itself
+        async with flight as leader:
+            assert leader is True
+    assert not cache._flights
