@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -565,27 +565,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = (args.data_dir or tmp / "services").resolve()
     procs = Processes(tmp)
     started = time.monotonic()
-    if args.ingest_only:
+
+    def guarded(measure: Callable[[], Any]) -> Any:
+        """Run ``measure``; stop every process and remove the temporary directory however it ends."""
         try:
             with stop_on_signals():
-                ingest = _measure_ingest_only(procs, tmp, data, rows if args.rows is not None else 0, ingest_rows)
+                return measure()
         except KeyboardInterrupt:
             log("interrupted: stopping everything")
-            return 130
+            return None
         finally:
             procs.stop()
             shutil.rmtree(tmp, ignore_errors=True)
+
+    if args.ingest_only:
+        ingest = guarded(lambda: _measure_ingest_only(procs, tmp, data, rows if args.rows is not None else 0,
+                                                      ingest_rows))
+        if ingest is None:
+            return 130
         print(json.dumps(ingest))
         return 0 if ingest["complete"] else 1
-    try:
-        with stop_on_signals():
-            seeding, timed, plans, ingest = _measure(args, procs, tmp, data, rows, repeats, ingest_rows)
-    except KeyboardInterrupt:
-        log("interrupted: stopping everything")
+    measured = guarded(lambda: _measure(args, procs, tmp, data, rows, repeats, ingest_rows))
+    if measured is None:
         return 130
-    finally:
-        procs.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    seeding, timed, plans, ingest = measured
 
     targets = [] if ingest.get("skipped") else [
         Target("Writer ingest (CallRecords → Postgres)", round(ingest["rows_per_s"]), ">=", 50_000.0, "rows/s",

@@ -7,13 +7,14 @@ import asyncio
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import redis as redis_sync
+from redis.asyncio import Redis
 
 from proxy.embedded import EmbeddedPostgres, EmbeddedRedis
 from proxy.settings import Settings, load_settings
@@ -120,3 +121,11 @@ def redis_sync_client(redis_server: EmbeddedRedis) -> Iterator[redis_sync.Redis]
     client = redis_sync.Redis(unix_socket_path=str(redis_server.socket_path), decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of the shared Redis (a module may define its own, with another scope)."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -53,13 +52,6 @@ def test_a_value_read_before_a_clear_is_not_kept() -> None:
     hot.put("k", _entry(), None, seen)
     assert hot.get("k") is None
     assert not HotEntries(max_entries=0, seconds=2.0).enabled
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _until(check, timeout: float = 3.0) -> bool:

@@ -32,13 +32,6 @@ async def embedder() -> AsyncIterator[LocalEmbedder]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def cache(redis: Redis, key_prefix: str, embedder: LocalEmbedder) -> AsyncIterator[ResponseCache]:
     c = ResponseCache(redis, make_settings_for(key_prefix, embeddings="local"), embedder=embedder)
     assert await c.setup() and c.semantic_ready

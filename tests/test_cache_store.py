@@ -29,13 +29,6 @@ B = make_token("b" * 16)
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def cache(redis: Redis, key_prefix: str) -> AsyncIterator[ResponseCache]:
     c = ResponseCache(redis, make_settings_for(key_prefix))
     assert await c.setup()

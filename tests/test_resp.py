@@ -15,13 +15,6 @@ from proxy.resp import RedisPyCommands, RespClient, Script, commands_for
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def lean(redis: Redis) -> AsyncIterator[RespClient]:
     client = RespClient.for_client(redis)
     assert client is not None
