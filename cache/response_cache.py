@@ -386,7 +386,12 @@ class ResponseCache:
                     flight.release()
                 return CacheLookup("exact", entry, scope=scope)
         if not exact_only and token.cache_mode == "semantic" and fp.query_text is not None:
-            hit = await self._semantic(token, fp, min_threshold, result)
+            try:
+                hit = await self._semantic(token, fp, min_threshold, result)
+            except BaseException:  # cancelled (the client went away) while holding the flight: give it back
+                if flight is not None:
+                    flight.release()
+                raise
             if hit is not None:
                 self.hits_semantic += 1
                 if flight is not None:

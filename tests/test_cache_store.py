@@ -432,3 +432,39 @@ async def test_an_unreadable_stored_value_is_a_miss_that_leads(cache: ResponseCa
         async with flight as leader:
             assert leader is True
     assert not cache._flights
+
+
+class _SlowEmbedder:
+    """Ready, but every embedding takes ten seconds: a semantic lookup is under way."""
+
+    name = "slow"
+    dims = 384
+    ready = True
+
+    async def embed(self, text: str) -> bytes:
+        await asyncio.sleep(10)
+        return b"\0" * (4 * self.dims)
+
+
+async def test_a_request_cancelled_during_its_semantic_lookup_gives_the_flight_back(redis: Redis,
+                                                                                  key_prefix: str) -> None:
+    cache = ResponseCache(redis, make_settings_for(key_prefix), embedder=_SlowEmbedder())  # type: ignore[arg-type]
+    try:
+        assert await cache.setup()
+        token = make_token("c" * 16, mode="semantic")
+        fp = chat_fp("Cancelled while embedding")
+        lock = keys.lock_key(key_prefix, f"{token.cache_scope}:{fp.exact_key}")
+        flight = cache.single_flight(fp.exact_key, scope=token.cache_scope)
+        task = asyncio.create_task(cache.lookup(token, fp, flight=flight))
+        for _ in range(100):
+            if await redis.exists(lock):
+                break
+            await asyncio.sleep(0.01)
+        assert await redis.exists(lock)  # taken by the exact step; the semantic step is embedding now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)
+        assert not await redis.exists(lock) and not cache._flights
+    finally:
+        await cache.close()
