@@ -554,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only the writer ingest, on Postgres seeded with --rows rows (no APIs, no results file)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
-    rows = args.rows or (200_000 if args.quick else 10_000_000)
+    rows = args.rows if args.rows is not None else (200_000 if args.quick else 10_000_000)
     repeats = args.repeats or (10 if args.quick else 30)
     ingest_rows = args.ingest_rows or (50_000 if args.quick else 200_000)
 
@@ -579,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     if args.ingest_only:
-        ingest = guarded(lambda: _measure_ingest_only(procs, tmp, data, rows if args.rows is not None else 0,
+        ingest = guarded(lambda: _measure_ingest_only(procs, tmp, data, args.rows or 0,
                                                       ingest_rows))
         if ingest is None:
             return 130
