@@ -282,6 +282,10 @@ class LogWriter:
         self._pending: list[CallRecord] = []
         self._max_pending = max(settings.log_queue_size, 1)
         self._wakeup = asyncio.Event()
+        # submit() wakes the collector only when this many records wait (one while it waits for a batch's
+        # first record, then as many as fill the batch): waking it for every record cost a task and a timer
+        # handle per request
+        self._wake_at = 1
         self._spool = _Spool(spool_dir or settings.spool_dir)
         self.drain_timeout = drain_timeout
         self.max_attempts = max(max_attempts, 1)
@@ -333,7 +337,8 @@ class LogWriter:
                 self._spool_records([record], fsync=False)
                 return
             self._pending.append(record)
-            self._wakeup.set()
+            if len(self._pending) >= self._wake_at:
+                self._wakeup.set()
         except Exception as exc:  # noqa: BLE001 - the request path must never see a logging failure
             self.dropped_rows += 1
             log.error("log_submit_failed", error=repr(exc), dropped_rows=self.dropped_rows)
@@ -464,13 +469,14 @@ class LogWriter:
         ``flush_interval`` for the rest."""
         batch: list[CallRecord] = []
         self._batch = batch  # visible to flush() and stop() while it fills
-        if not self._pending and not self._stopping and (wait <= 0 or not await self._wait_for_records(wait)):
+        if not self._pending and not self._stopping and (wait <= 0 or not await self._wait_for_records(wait, 1)):
             return batch
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.flush_interval
         # with a backlog, batches grow (up to BACKLOG_BATCHES times): fewer commits, and the rollup upsert,
         # whose groups grow slower than the batch, costs Postgres less per row
         size = min(max(self.batch_size, len(self._pending)), self.batch_size * BACKLOG_BATCHES)
+        more = True
         while True:
             pending, wanted = self._pending, size - len(batch)
             if wanted >= len(pending):
@@ -479,22 +485,26 @@ class LogWriter:
             else:
                 batch.extend(pending[:wanted])
                 del pending[:wanted]
-            if len(batch) >= size or self._stopping:
+            if not more or len(batch) >= size or self._stopping:
                 break
             remaining = deadline - loop.time()
-            if remaining <= 0 or not await self._wait_for_records(remaining):
-                break
+            # on a timeout, one more pass takes what came meanwhile (fewer than would fill the batch)
+            more = remaining > 0 and await self._wait_for_records(remaining, size - len(batch))
         return batch
 
-    async def _wait_for_records(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` for ``submit()`` (or ``stop()``); False when it timed out."""
+    async def _wait_for_records(self, timeout: float, count: int) -> bool:
+        """Wait at most ``timeout`` until ``count`` records are pending (or ``stop()``); False on timeout."""
         self._wakeup.clear()
-        if self._pending or self._stopping:
+        if len(self._pending) >= count or self._stopping:
             return True
+        self._wake_at = count
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
         except TimeoutError:
             return False
+        finally:
+            self._wake_at = 1
         return True
 
     # --- conversion ---------------------------------------------------------------------------------

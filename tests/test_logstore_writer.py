@@ -169,6 +169,29 @@ async def test_partial_batch_is_written_after_the_flush_interval(pool, tmp_path)
     await writer.stop()
 
 
+async def test_records_arriving_one_by_one_share_a_batch_without_waking_the_writer_each_time(pool,
+                                                                                           tmp_path) -> None:
+    writer = LogWriter(settings(tmp_path, log_batch_size=1000, log_flush_interval=0.3), pool)
+    await writer.start()
+    wakeups = 0
+    wake = writer._wakeup.set
+
+    def counted() -> None:
+        nonlocal wakeups
+        wakeups += 1
+        wake()
+
+    writer._wakeup.set = counted  # type: ignore[method-assign]
+    before = await count(pool)
+    for i in range(40):  # requests finishing over ~0.1 s, inside one flush interval
+        writer.submit(make_record(1000 + i))
+        await asyncio.sleep(0.0025)
+    await wait_for(lambda: _eq(count(pool), before + 40), timeout=5)
+    assert writer.batches_written == 1  # all of them, not the first one alone
+    assert wakeups <= 2  # the first record; not one wake-up (a task, a timer) per request
+    await writer.stop()
+
+
 async def _eq(awaitable, expected) -> bool:
     return (await awaitable) == expected
 
