@@ -67,6 +67,7 @@ log = structlog.get_logger(__name__)
 
 STAGING_TABLE = "orcache_log_staging"
 BACKLOG_BATCHES = 4
+CONVERT_SLICE = 32  # records converted between two turns of the event loop
 _GENERATION = COLUMNS.index("generation_id")
 _CACHE_STATUS = COLUMNS.index("cache_status")
 _COLS = ", ".join(COLUMNS)
@@ -537,12 +538,13 @@ class LogWriter:
             return [r for r in rows if r is not None]
 
     async def _convert(self, records: Sequence[CallRecord]) -> list[tuple[Any, ...]]:
-        """Convert in slices, yielding to the event loop between them so requests are not held up."""
+        """Convert in slices, yielding to the event loop between them so requests are not held up: a slice
+        is about 1 ms of work (250 rows were ~7 ms, which a request arriving meanwhile waited out: the p99)."""
         rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(records), 250):
+        for start in range(0, len(records), CONVERT_SLICE):
             if start:
                 await asyncio.sleep(0)
-            rows.extend(self._convert_now(records[start:start + 250]))
+            rows.extend(self._convert_now(records[start:start + CONVERT_SLICE]))
         return rows
 
     # --- Postgres -----------------------------------------------------------------------------------
