@@ -87,13 +87,6 @@ _RELEASE = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """)
-# Take the single-flight lock unless the answer is already stored (returns 2): a request that saw a miss a
-# moment ago and finds the lock free may be just behind a leader that has stored and released.
-_ACQUIRE = Script("""
-if redis.call('exists', KEYS[2]) == 1 then return 2 end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-""")
 
 
 class Failed:
@@ -567,14 +560,19 @@ class ResponseCache:
         if entry is None:
             command = self._commands.execute("SET", lock, owner, "NX", "PX", ttl_ms, timeout=self._timeout)
         else:
-            command = self._commands.run_script(_ACQUIRE, [lock, entry], [owner, ttl_ms], timeout=self._timeout)
+            # the lookup's own script: a request that saw a miss a moment ago and finds the lock free may be
+            # just behind a leader that has stored and released, so the answer counts too
+            command = self._commands.run_script(_LOOKUP_OR_LOCK, [entry, lock], [owner, ttl_ms],
+                                                timeout=self._timeout)
         got = await self._call("single_flight", command, bounded=True)
         if got is FAILED:
             # the SET may have reached Redis before the timeout: left alone, that lock would hold every
             # identical request in every worker for the whole flight timeout
             self.in_background(self._clear_ghost(lock, owner))
             return None
-        return int(got) if entry is not None else int(bool(got))
+        if isinstance(got, bytes):
+            return 2 if entry is not None else 1  # the stored answer; or SET's OK
+        return int(bool(got))
 
     async def _clear_ghost(self, lock: str, owner: str) -> None:
         for delay in _GHOST_RETRIES:

@@ -4,8 +4,8 @@ redis-py spends about 150 µs of CPU per command on this machine class (connecti
 timeout wrappers); this client spends about 45: one ``write`` and one future per command, replies handed
 to the callers in order. A caller that stops waiting (its timeout) keeps its place in the queue, so the
 connection never falls out of step and is not dropped for it. It speaks RESP2 and covers what the hot
-path sends: single commands (GET, HGETALL, ...), scripts (EVALSHA, EVAL when the script is not loaded)
-and MULTI/EXEC blocks. Admin work, pub/sub and the vector index stay on redis-py, which also decides the
+path sends: single commands (GET, HGETALL, ...) and scripts (EVALSHA, EVAL when the script is not
+loaded). Admin work, pub/sub and the vector index stay on redis-py, which also decides the
 connection settings: ``RespClient.for_client`` copies them from a redis-py client.
 """
 
@@ -110,15 +110,15 @@ class _Protocol(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(exc)
 
-    def send(self, data: bytes, replies: int = 1, timeout: float | None = None) -> list[asyncio.Future[Any]]:
-        """Queue a command; its futures fail with TimeoutError after ``timeout`` seconds. One timer per
+    def send(self, data: bytes, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Queue a command; its future fails with TimeoutError after ``timeout`` seconds. One timer per
         connection does that (an ``asyncio.timeout`` per call cost more than the call itself)."""
         if self.closed or self._transport is None or self._transport.is_closing():
             raise RedisConnectionError("Redis connection closed")
         loop = asyncio.get_running_loop()
-        futs = [loop.create_future() for _ in range(replies)]
+        fut = loop.create_future()
         deadline = _NO_DEADLINE if timeout is None else loop.time() + timeout
-        self._waiting.extend((fut, deadline) for fut in futs)
+        self._waiting.append((fut, deadline))
         if timeout is not None and self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
         # commands sent in one turn of the event loop leave in one write: on a busy proxy that is one system
@@ -126,7 +126,7 @@ class _Protocol(asyncio.Protocol):
         self._outgoing.append(data)
         if len(self._outgoing) == 1:
             loop.call_soon(self._flush)
-        return futs
+        return fut
 
     def _flush(self) -> None:
         out = self._outgoing
@@ -229,7 +229,7 @@ class RespClient:
                 async with asyncio.timeout(self._connect_timeout):
                     _, proto = await self._connect(_Protocol)
                     for command in self._handshake:
-                        _raise_if_error(await proto.send(command)[0])
+                        _raise_if_error(await proto.send(command))
             except OSError as exc:
                 raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
             except BaseException:
@@ -253,7 +253,7 @@ class RespClient:
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._ready(timeout)
-        return _raise_if_error(await proto.send(pack(*args), timeout=timeout)[0])
+        return _raise_if_error(await proto.send(pack(*args), timeout=timeout))
 
     async def get(self, key: str, *, timeout: float | None = None) -> bytes | None:
         return await self.execute("GET", key, timeout=timeout)
@@ -271,23 +271,6 @@ class RespClient:
                 raise
         # Redis keeps the script from now on
         return await self.execute("EVAL", script.text, len(keys), *keys, *args, timeout=timeout)
-
-    async def transaction(self, commands: Sequence[Sequence[Arg]], *, timeout: float | None = None) -> list[Any]:
-        """MULTI, the commands, EXEC, in one write; the EXEC reply (one result per command)."""
-        proto = self._proto
-        if proto is None or proto.closed:
-            proto = await self._ready(timeout)
-        data = b"".join([pack("MULTI"), *(pack(*c) for c in commands), pack("EXEC")])
-        futs = proto.send(data, replies=len(commands) + 2, timeout=timeout)
-        replies = await asyncio.gather(*futs)
-        for reply in replies[:-1]:
-            _raise_if_error(reply)
-        result = _raise_if_error(replies[-1])
-        if result is None:
-            raise ResponseError("transaction aborted")
-        for reply in result:
-            _raise_if_error(reply)
-        return result
 
     async def close(self) -> None:
         if self._proto is not None:
@@ -317,13 +300,6 @@ class RedisPyCommands:
                          timeout: float | None = None) -> Any:
         async with asyncio.timeout(timeout):
             return await self._client.eval(script.text, len(keys), *keys, *args)
-
-    async def transaction(self, commands: Sequence[Sequence[Arg]], *, timeout: float | None = None) -> list[Any]:
-        pipe = self._client.pipeline(transaction=True)
-        for command in commands:
-            pipe.execute_command(*command)
-        async with asyncio.timeout(timeout):
-            return await pipe.execute()
 
     async def close(self) -> None:
         """The redis-py client is its owner's to close."""

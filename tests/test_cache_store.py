@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from cache import keys
 from cache.canonical import fingerprint
-from cache.response_cache import _ACQUIRE, CacheUnavailable, ResponseCache
+from cache.response_cache import _LOOKUP_OR_LOCK, CacheUnavailable, ResponseCache
 from proxy.embedded import EmbeddedRedis
 from tests.test_cache_support import answer, chat_fp, make_settings_for, make_token
 
@@ -222,7 +222,7 @@ async def test_a_lock_left_by_a_timed_out_call_is_cleared(cache: ResponseCache, 
 
     async def lands_then_times_out(script: Any, keys: list[str], args: list[Any], *, timeout: float) -> Any:
         result = await real(script, keys, args, timeout=timeout)  # Redis takes the lock...
-        if script is _ACQUIRE:  # ...but the reply comes too late
+        if script is _LOOKUP_OR_LOCK:  # ...but the reply comes too late
             await asyncio.sleep(timeout)
             raise TimeoutError
         return result
@@ -246,7 +246,7 @@ async def test_a_request_cancelled_while_taking_the_lock_gives_it_back(cache: Re
 
     async def slow_reply(script: Any, keys: list[str], args: list[Any], *, timeout: float) -> Any:
         result = await real(script, keys, args, timeout=timeout)
-        if script is _ACQUIRE:
+        if script is _LOOKUP_OR_LOCK:
             taken.set()
             await asyncio.sleep(10)
         return result

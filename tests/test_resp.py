@@ -45,17 +45,6 @@ async def test_scripts_load_themselves(lean: RespClient, redis: Redis, key_prefi
         await lean.run_script(Script("return redis.call('incr', KEYS[1])"), [f"{key_prefix}:h"], [])
 
 
-async def test_transaction(lean: RespClient, redis: Redis, key_prefix: str) -> None:
-    k, h = f"{key_prefix}:t", f"{key_prefix}:th"
-    result = await lean.transaction([("SET", k, b"v", "PX", 60000), ("DEL", h), ("HSET", h, "a", 1, "b", b"2"),
-                                     ("PEXPIRE", h, 60000)])
-    assert result == [b"OK", 0, 2, 1]
-    assert await redis.get(k) == b"v" and await redis.hgetall(h) == {b"a": b"1", b"b": b"2"}
-    assert 0 < await redis.pttl(h) <= 60000
-    with pytest.raises(ResponseError):  # an error inside EXEC surfaces
-        await lean.transaction([("SET", k, "x"), ("HSET", k, "f", "v")])
-
-
 async def test_concurrent_callers_each_get_their_own_reply(lean: RespClient, redis: Redis, key_prefix: str) -> None:
     await redis.mset({f"{key_prefix}:c{i}": str(i) for i in range(200)})
     replies = await asyncio.gather(*(lean.get(f"{key_prefix}:c{i}") for i in range(200)))
@@ -113,7 +102,8 @@ async def test_other_clients_go_through_redis_py() -> None:
     assert isinstance(commands, RedisPyCommands)
     await fake.set("k", b"v")
     assert await commands.get("k") == b"v"
-    assert await commands.transaction([("SET", "a", "1"), ("DEL", "k")]) == [True, 1]
+    assert await commands.execute("SET", "a", "1") is True
+    assert await commands.hgetall("nothing") == {}
 
 
 async def test_a_command_past_its_timeout_fails_and_the_rest_carry_on(lean: RespClient, redis: Redis,
