@@ -16,6 +16,8 @@ import pytest
 import redis as redis_sync
 from redis.asyncio import Redis
 
+from logstore.db import create_pool
+from logstore.migrate import migrate
 from proxy.embedded import EmbeddedPostgres, EmbeddedRedis
 from proxy.settings import Settings, load_settings
 from scripts.fake_openrouter import create_fake_app
@@ -129,3 +131,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on this module's own database, migrated."""
+    pool = await create_pool(database_url, max_size=6)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    yield pool
+    await pool.close()

@@ -16,8 +16,6 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from logstore.api import routes
-from logstore.db import create_pool
-from logstore.migrate import migrate
 from logstore.pricing import PricingTable
 from logstore.record import CallRecord
 from logstore.rows import COLUMNS, record_to_row
@@ -52,15 +50,6 @@ class World:
     rows: list[dict[str, Any]]
     now: datetime
     prefix: str
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, max_size=6)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture(scope="module")
