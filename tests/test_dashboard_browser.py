@@ -78,15 +78,21 @@ class Proxy:
         raise AssertionError(f"expected {count} logged rows for {filters}, have {total}")
 
 
+def start_ui_proxy(name: str, redis_url: str, database_url: str, fake_upstream_url: str,
+                   tmp_path_factory: pytest.TempPathFactory) -> ThreadedServer:
+    """A proxy of its own (key prefix, data dir) on the shared servers, logging rows quickly."""
+    settings = load_settings(dict(
+        redis_url=redis_url, database_url=database_url, upstream_url=fake_upstream_url, admin_token=ADMIN_TOKEN,
+        key_prefix=name + secrets.token_hex(4), data_dir=tmp_path_factory.mktemp(name) / "data",
+        openrouter_api_key="sk-or-upstream-secret", embeddings="off", log_flush_interval=0.05,
+        log_format="console"), env={})
+    return ThreadedServer(lambda: create_app(settings)).start()
+
+
 @pytest.fixture(scope="module")
 def proxy(redis_url: str, database_url: str, fake_upstream_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    settings = load_settings(dict(
-        redis_url=redis_url, database_url=database_url, upstream_url=fake_upstream_url, admin_token=ADMIN_TOKEN,
-        key_prefix="ui" + secrets.token_hex(4), data_dir=tmp_path_factory.mktemp("ui") / "data",
-        openrouter_api_key="sk-or-upstream-secret", embeddings="off", log_flush_interval=0.05,
-        log_format="console"), env={})
-    server = ThreadedServer(lambda: create_app(settings)).start()
+    server = start_ui_proxy("ui", redis_url, database_url, fake_upstream_url, tmp_path_factory)
     yield Proxy(server)
     server.stop()
 

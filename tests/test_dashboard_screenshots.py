@@ -19,12 +19,8 @@ from typing import Any
 import pytest
 
 from logstore.queries import rebuild_rollup
-from proxy.app import create_app
 from proxy.keys import PG_POOL
-from proxy.settings import load_settings
-from tests.conftest import ADMIN_TOKEN
-from tests.support import ThreadedServer
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, Proxy, log_rows, sign_in
+from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, Proxy, log_rows, sign_in, start_ui_proxy
 
 pytestmark = pytest.mark.browser
 
@@ -120,12 +116,7 @@ async def seed_history(pool, rows: list[tuple[Any, ...]]) -> None:
 @pytest.fixture(scope="module")
 def demo(redis_url: str, database_url: str, fake_upstream_url: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, dict[str, dict]]]:
-    settings = load_settings(dict(
-        redis_url=redis_url, database_url=database_url, upstream_url=fake_upstream_url, admin_token=ADMIN_TOKEN,
-        key_prefix="shots" + secrets.token_hex(4), data_dir=tmp_path_factory.mktemp("shots") / "data",
-        openrouter_api_key="sk-or-upstream-secret", embeddings="off", log_flush_interval=0.05,
-        log_format="console"), env={})
-    server = ThreadedServer(lambda: create_app(settings)).start()
+    server = start_ui_proxy("shots", redis_url, database_url, fake_upstream_url, tmp_path_factory)
     proxy = Proxy(server)
     tokens = {name: proxy.token(name, cache_mode=mode, **({"similarity_threshold": 0.85} if mode == "semantic" else {}))
               for name, mode in TOKENS}
