@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
 
 from proxy.app import create_app
 from proxy.keys import PRICING
@@ -99,3 +102,34 @@ async def test_a_reused_client_request_id_still_logs_every_call(aiohttp_client, 
         await asyncio.sleep(0.05)
     assert sorted(i["request_id"] for i in items) == sorted(log_ids)
     assert {i["metadata"]["client_request_id"] for i in items} == {"client-fixed-id"}
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["handler-cancelled", "read-fails"])
+async def test_a_client_gone_while_sending_its_body_is_logged_as_499(make_settings, admin_headers, cancel):
+    # orcache serve cancels the handler of a client gone; either way its read of the body fails, whichever first
+    runner = web.AppRunner(create_app(make_settings(log_flush_interval=0.05)), handler_cancellation=cancel)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+            token = await (await client.post("/admin/tokens", json={"name": "leaver"}, headers=admin_headers)).json()
+            auth = {"Authorization": f"Bearer {token['token']}"}
+            assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth)).status == 200  # token known
+            with capture_logs() as events:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Authorization: " + auth["Authorization"].encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+                             b'{"model": "openai/gpt-4o-mini", "mess')  # and gone, 962 bytes short
+                await writer.drain()
+                writer.close()
+                deadline = asyncio.get_running_loop().time() + 10
+                while not (items := (await logs(client, admin_headers, api_key_id=token["id"],
+                                                status_code=499))["items"]):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert len(items) == 1 and items[0]["error"] == "client closed the connection"
+    assert not [e for e in events if e["event"] == "unhandled_error"]
