@@ -21,7 +21,7 @@ from proxy.presets import presets_ctx
 from proxy.quotas import quota_ctx, quota_headers
 from proxy.resp import commands_for
 from proxy.settings import Settings, SettingsError
-from proxy.upstream import upstream_ctx
+from proxy.upstream import upstream_client_ctx, upstream_ctx
 
 __all__ = ["create_app"]
 
@@ -59,8 +59,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None, metrics: Metri
     app[METRICS] = metrics or Metrics()
     # closed in reverse: the cache stops first, the log writer drains before the pool closes
     app.cleanup_ctx.extend([
-        upstream_ctx, _redis_ctx(redis), redis_commands_ctx, auth_ctx, quota_ctx, presets_ctx, postgres_ctx,
-        pricing_ctx, log_writer_ctx, cache_ctx,
+        upstream_ctx, upstream_client_ctx, _redis_ctx(redis), redis_commands_ctx, auth_ctx, quota_ctx, presets_ctx,
+        postgres_ctx, pricing_ctx, log_writer_ctx, cache_ctx,
     ])
     app.on_response_prepare.append(quota_headers)  # X-RateLimit-* on every response of a limited token
     app.add_routes(ops.routes)

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -35,7 +32,8 @@ from logstore.record import CallRecord
 from proxy.errors import ProxyError
 from proxy.keys import SETTINGS
 from proxy.token_options import TokenOptions, parse_models
-from proxy.upstream import map_upstream_error
+from proxy.upstream import UPSTREAM_FAILURES, map_upstream_error
+from proxy.upstream_client import UpstreamClient, UpstreamResponse
 
 __all__ = ["FALLBACK_HEADER", "FALLBACK_PLAN", "FallbackPlan", "fallback_plan"]
 
@@ -74,20 +72,10 @@ class FallbackPlan:
     record: CallRecord
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
-    @asynccontextmanager
-    async def open(self, session: aiohttp.ClientSession, method: str, url: str, body: bytes, headers: Any,
-                   cache_ctx: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Like ``session.request(...)``: the response of the attempt that answered, released on exit."""
-        resp = await self._run(session, method, url, body, headers, cache_ctx)
-        try:
-            yield resp
-        finally:
-            resp.release()
-
-    async def _attempt(self, session: aiohttp.ClientSession, method: str, url: str, data: bytes, headers: Any,
-                       remaining: float) -> aiohttp.ClientResponse:
+    async def _attempt(self, client: UpstreamClient, method: str, base: str, target: str, data: bytes,
+                       headers: Any, remaining: float) -> UpstreamResponse:
         async with asyncio.timeout(remaining):
-            resp = await session.request(method, url, data=data, headers=headers)
+            resp = await client.request(method, base, target, headers, data)
             try:
                 if not (self.stream and resp.status == 200):
                     await resp.read()  # held in the response: the relay reads it from there
@@ -96,10 +84,11 @@ class FallbackPlan:
                 raise
         return resp
 
-    async def _run(self, session: aiohttp.ClientSession, method: str, url: str, body: bytes, headers: Any,
-                   cache_ctx: Any) -> aiohttp.ClientResponse:
+    async def run(self, client: UpstreamClient, method: str, base: str, target: str, body: bytes, headers: Any,
+                  cache_ctx: Any = None) -> UpstreamResponse:
+        """Like ``client.request(...)``: the answer of the attempt that answered (the caller releases it)."""
         deadline = time.monotonic() + self.budget
-        last_resp: aiohttp.ClientResponse | None = None
+        last_resp: UpstreamResponse | None = None
         last_exc: BaseException | None = None
         try:
             for index, model in enumerate(self.models):
@@ -110,8 +99,8 @@ class FallbackPlan:
                         break
                     started = time.perf_counter()
                     try:
-                        resp = await self._attempt(session, method, url, data, headers, remaining)
-                    except (TimeoutError, aiohttp.ClientError) as exc:
+                        resp = await self._attempt(client, method, base, target, data, headers, remaining)
+                    except UPSTREAM_FAILURES as exc:
                         err = map_upstream_error(exc)
                         self._note(model, err.status, err.message, started)
                         if last_resp is not None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -18,12 +18,13 @@ from proxy.auth import require_token
 from proxy.cached import CacheContext, cache_context, serve_hit
 from proxy.errors import ProxyError
 from proxy.fallback import FALLBACK_PLAN
-from proxy.keys import SETTINGS, UPSTREAM
+from proxy.keys import SETTINGS, UPSTREAM_CLIENT
 from proxy.middleware import CALL_RECORD, REQUEST_ID, proxy_tail
 from proxy.prepare import prepare_request
 from proxy.streaming import SSEWatcher
 from proxy.tokens import Token
-from proxy.upstream import map_upstream_error, request_headers, response_headers
+from proxy.upstream import UPSTREAM_FAILURES, map_upstream_error, request_headers, response_headers
+from proxy.upstream_client import UpstreamResponse
 
 __all__ = ["proxy_handler"]
 
@@ -142,23 +143,33 @@ def _mime(content_type: str | None) -> str:
     return content_type.partition(";")[0].strip().lower()
 
 
-def _upstream_url(settings_url: str, token: Token, tail: str, query: str) -> str:
-    base = token.upstream if token.upstream.startswith(("http://", "https://")) else settings_url
-    url = f"{base.rstrip('/')}/{tail}"
-    return f"{url}?{query}" if query else url
+def _upstream_base(settings_url: str, token: Token) -> str:
+    return token.upstream if token.upstream.startswith(("http://", "https://")) else settings_url
+
+
+def _target(request: web.Request, tail: str) -> str:
+    """The path under the upstream's base URL, with the query: as the client encoded them."""
+    raw = request.raw_path
+    for prefix in ("/v1/", "/api/v1/"):
+        if raw.startswith(prefix):
+            return raw[len(prefix):]
+    # the client percent-encoded the prefix itself: encode the decoded tail again
+    query = request.query_string
+    return quote(tail, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
 
 
 async def _forward(request: web.Request, settings, token: Token, tail: str, body: bytes, stream: bool,
                    hold_usage: bool, record: CallRecord, cache_ctx: CacheContext | None) -> web.StreamResponse:
-    session = request.app[UPSTREAM]
-    url = _upstream_url(settings.upstream_url, token, tail, request.query_string)
+    client = request.app[UPSTREAM_CLIENT]
+    base = _upstream_base(settings.upstream_url, token)
+    target = _target(request, tail)
     headers = request_headers(request.headers, settings.openrouter_api_key, settings.http_referer, settings.x_title)
     started = time.perf_counter()
     try:
         plan = request.get(FALLBACK_PLAN)
-        opened = (session.request(request.method, url, data=body or None, headers=headers) if plan is None
-                  else plan.open(session, request.method, url, body, headers, cache_ctx))
-        async with opened as upstream:
+        upstream = (await client.request(request.method, base, target, headers, body) if plan is None
+                    else await plan.run(client, request.method, base, target, body, headers, cache_ctx))
+        try:
             mime = _mime(upstream.headers.get("Content-Type"))
             is_sse = mime == "text/event-stream"
             if stream and upstream.status == 200 and is_sse:
@@ -166,7 +177,9 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
             data = await upstream.read()
             status = upstream.status
             out_headers = response_headers(upstream.headers)
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        finally:
+            upstream.release()
+    except UPSTREAM_FAILURES as exc:
         raise map_upstream_error(exc) from None
     record.ttfb_ms = (time.perf_counter() - started) * 1000.0
     if mime == "application/json" or (data[:1] == b"{" and not is_sse):
@@ -188,7 +201,7 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
     return resp
 
 
-async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, hold_usage: bool,
+async def _relay_stream(request: web.Request, upstream: UpstreamResponse, hold_usage: bool,
                         record: CallRecord, cache_ctx: CacheContext | None, started: float,
                         settings) -> web.StreamResponse:
     assembler = cache_ctx.assembler() if cache_ctx is not None else None
@@ -205,7 +218,7 @@ async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, 
     await resp.prepare(request)
     complete = False
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.iter_chunks():
             out = watcher.feed(chunk)
             if out:
                 await resp.write(out)
@@ -215,7 +228,7 @@ async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, 
         if rest:
             await resp.write(rest)
         complete = True
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except UPSTREAM_FAILURES as exc:
         # headers are gone already: tell the client in-band, as OpenRouter does, and end the stream
         err = map_upstream_error(exc)
         record.status, record.error = err.status, err.message

@@ -35,6 +35,9 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 300.0
     upstream_pool_size: int = 256
+    upstream_keepalive_seconds: float = 60.0
+    # an answer read whole (not streamed) over this is a 502, not a worker out of memory
+    upstream_max_response_bytes: int = 256 * 1024 * 1024
     http_referer: str | None = None
     x_title: str | None = "orcache"
 
@@ -166,6 +169,14 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"ORCACHE_UPSTREAM_URL={s.upstream_url!r} must be an http(s) URL")
     if s.max_body_bytes < 1024:
         raise SettingsError("ORCACHE_MAX_BODY_BYTES must be at least 1024")
+    if s.upstream_max_response_bytes < 1024:
+        raise SettingsError("ORCACHE_UPSTREAM_MAX_RESPONSE_BYTES must be at least 1024")
+    if s.upstream_pool_size < 1:
+        raise SettingsError(f"ORCACHE_UPSTREAM_POOL_SIZE={s.upstream_pool_size} must be at least 1")
+    for name in ("http_referer", "x_title", "openrouter_api_key"):
+        value = getattr(s, name)
+        if value and ("\r" in value or "\n" in value):
+            raise SettingsError(f"{_env_name(name)} must not contain a line break (it is sent as a header)")
     if s.embeddings not in {"local", "off", ""} and not s.embeddings.startswith(("http://", "https://")):
         raise SettingsError(f"ORCACHE_EMBEDDINGS={s.embeddings!r} must be local, off or an http(s) base URL")
     if s.fallback_retries < 0 or s.fallback_backoff_seconds < 0 or s.fallback_retry_after_cap_seconds < 0:

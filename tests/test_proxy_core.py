@@ -11,7 +11,7 @@ import pytest
 
 from proxy.app import create_app
 from tests.conftest import ADMIN_TOKEN
-from tests.support import free_port
+from tests.support import answer, free_port, serving, start
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}]}
 
@@ -174,6 +174,62 @@ async def test_upstream_unreachable_is_502(aiohttp_client, make_settings, admin_
     resp = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
     assert resp.status == 502
     assert (await resp.json())["error"]["code"] == "upstream_unreachable"
+
+
+async def test_paths_queries_and_headers_reach_the_upstream_as_the_client_sent_them(aiohttp_client, make_settings,
+                                                                                    admin_headers):
+    upstream = await start(serving(lambda n: answer(b'{"object":"model","id":"openai/gpt-4o"}',
+                                                    extra="X-Upstream-Only: yes\r\nServer: upstream\r\n")))
+    try:
+        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
+        token = await new_token(client, admin_headers)
+        resp = await client.get("/v1/models/openai%2Fgpt-4o?q=a%20b&next=x%26y",
+                                headers={**bearer(token), "X-Custom": "kept", "Cookie": "secret=1",
+                                         "HTTP-Referer": "https://app.example"})
+        assert resp.status == 200
+        assert (await resp.json())["id"] == "openai/gpt-4o"
+        assert resp.headers["X-Upstream-Only"] == "yes" and resp.headers.get("Server") != "upstream"
+        head = upstream.requests[-1][0].decode()
+        assert head.startswith("GET /api/v1/models/openai%2Fgpt-4o?q=a%20b&next=x%26y HTTP/1.1\r\n")
+        lines = head.lower().split("\r\n")
+        assert "x-custom: kept" in lines and "http-referer: https://app.example" in lines
+        assert "authorization: bearer sk-or-upstream-secret" in lines
+        assert not any(line.startswith(("cookie:", "x-forwarded")) for line in lines)
+        assert token["token"] not in head
+    finally:
+        await upstream.__aexit__()
+
+
+async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encoding_is_a_502(
+        aiohttp_client, make_settings, admin_headers):
+    def reply(head: bytes, body: bytes) -> bytes:
+        if not head.startswith(b"POST"):  # the pricing table's GET models
+            return answer(b'{"data":[]}')
+        if b'"stream":true' in body:  # a stream that stops half way
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 500\r\n\r\n"
+                    b'data: {"id":"g","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n')
+        return answer(b"\x00\x01", extra="Content-Encoding: br\r\n")
+
+    def make(server):
+        async def handler(reader, writer):
+            got = await server.next_request(reader)
+            writer.write(reply(*got))
+            await writer.drain()
+        return handler
+
+    upstream = await start(make)
+    try:
+        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
+        token = await new_token(client, admin_headers)
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(token))
+        assert resp.status == 200
+        text = await resp.text()
+        assert '"content":"Hel"' in text and "closed the response before it was complete" in text
+        resp = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
+        assert resp.status == 502
+        assert (await resp.json())["error"]["code"] == "upstream_bad_response"
+    finally:
+        await upstream.__aexit__()
 
 
 async def test_upstream_errors_and_malformed_bodies(proxy, admin_headers):
