@@ -21,7 +21,7 @@ from proxy.fallback import FALLBACK_PLAN
 from proxy.keys import SETTINGS, UPSTREAM_CLIENT
 from proxy.middleware import CALL_RECORD, REQUEST_ID, proxy_tail
 from proxy.prepare import prepare_request
-from proxy.streaming import SSEWatcher
+from proxy.streaming import EventStreamResponse, SSEWatcher
 from proxy.tokens import Token
 from proxy.upstream import UPSTREAM_FAILURES, map_upstream_error, request_headers, response_headers
 from proxy.upstream_client import UpstreamResponse
@@ -211,7 +211,7 @@ async def _relay_stream(request: web.Request, upstream: UpstreamResponse, hold_u
     headers.append(("X-Request-Id", request[REQUEST_ID]))  # response_headers() never passes the upstream's on
     if record.request_id != request[REQUEST_ID]:  # the client chose the X-Request-Id; this finds the log row
         headers.append(("X-Orcache-Request-Id", record.request_id))
-    resp = web.StreamResponse(status=200, headers=headers)
+    resp = EventStreamResponse(status=200, headers=headers)
     resp.headers["Cache-Control"] = "no-cache"
     if cache_ctx is not None:
         resp.headers["X-Cache"] = cache_ctx.header

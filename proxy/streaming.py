@@ -11,8 +11,18 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiohttp import web
 
-__all__ = ["SSEWatcher"]
+__all__ = ["EventStreamResponse", "SSEWatcher"]
+
+
+class EventStreamResponse(web.StreamResponse):
+    """A streamed response whose head leaves with its first chunk, in one write: on this machine class each
+    write to a client wakes it up, which cost ~0.1 ms of time to first byte. ``web.Response`` buffers its head
+    the same way; ``StreamResponse`` sends it at ``prepare()`` unless a subclass says otherwise. (Should aiohttp
+    rename the attribute, the head simply goes out at ``prepare()`` again.)"""
+
+    _send_headers_immediately = False
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 

@@ -232,6 +232,38 @@ async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encodi
         await upstream.__aexit__()
 
 
+async def test_a_relayed_stream_sends_its_head_with_the_first_event(aiohttp_client, make_settings, admin_headers):
+    def make(server):
+        async def handler(reader, writer):
+            while (got := await server.next_request(reader)) is not None:
+                if not got[0].startswith(b"POST"):
+                    writer.write(answer(b'{"data":[]}'))
+                    continue
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.3)  # the head alone, for a while
+                event = b'data: {"id":"g","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
+                writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event))
+                await writer.drain()
+        return handler
+
+    upstream = await start(make)
+    try:
+        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
+        token = await new_token(client, admin_headers)
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        body = orjson.dumps({**CHAT, "stream": True})
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (token["token"].encode(), len(body),
+                                                                                     body))
+        first = await asyncio.wait_for(reader.read(65536), 5)
+        assert first.startswith(b"HTTP/1.1 200") and b'"content":"Hi"' in first  # one write, not two
+        writer.close()
+    finally:
+        await upstream.__aexit__()
+
+
 async def test_upstream_errors_and_malformed_bodies(proxy, admin_headers):
     token = await new_token(proxy, admin_headers)
     for status in (429, 500, 502):
