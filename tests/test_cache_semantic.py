@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 
@@ -168,3 +169,32 @@ async def test_semantic_lookups_are_skipped_while_the_model_loads(redis: Redis, 
     finally:
         await cache.close()
         await redis.ft(keys.index_name(key_prefix)).dropindex(delete_documents=True)
+
+
+async def test_int8_and_float32_vectors_never_meet_in_one_search(redis: Redis, key_prefix: str,
+                                                                embedder: LocalEmbedder) -> None:
+    assert embedder.name.endswith(":int8")  # the default
+    full = LocalEmbedder(int8=False)
+    assert await full.wait_ready(180)
+    try:
+        assert full.name == "local:all-MiniLM-L6-v2"
+        vectors = {}
+        for e in (embedder, full):
+            raw = [np.frombuffer(await e.embed(t), dtype=np.float32) for t in (FRANCE, FRANCE_AGAIN, GERMANY)]
+            vectors[e.name] = raw
+            assert float(raw[0] @ raw[1]) > 0.85 > float(raw[0] @ raw[2]) > 0.5  # paraphrase vs near miss
+        for a, b in zip(*vectors.values()):
+            assert float(a @ b) > 0.95  # the int8 vector is close to, but not, the float32 one
+        cache = ResponseCache(redis, make_settings_for(key_prefix), embedder=embedder)
+        other = ResponseCache(redis, make_settings_for(key_prefix), embedder=full)
+        try:
+            assert await cache.setup() and await other.setup()
+            await seed(cache)
+            assert (await other.lookup(A, chat_fp(FRANCE_AGAIN))).status == "miss"  # stored by the int8 model
+            assert (await cache.lookup(A, chat_fp(FRANCE_AGAIN))).status == "semantic"
+        finally:
+            await other.close()
+            await cache.close()
+            await redis.ft(keys.index_name(key_prefix)).dropindex(delete_documents=True)
+    finally:
+        await full.close()
