@@ -353,3 +353,16 @@ async def test_secrets_never_reach_the_logs(proxy, admin_headers, capsys):
     assert logs, "requests were logged"
     for secret in (token["token"], "sk-or-upstream-secret", ADMIN_TOKEN):
         assert secret not in text
+
+
+def test_request_ids_sort_by_time_and_never_repeat():
+    from proxy.middleware import new_request_id
+
+    first = new_request_id()
+    ids = [new_request_id() for _ in range(20_000)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert len(set(ids)) == len(ids)
+    assert first[:16] <= ids[0][:16] <= ids[-1][:16] < later[:16]  # the time prefix orders them
+    assert all(len(i) == 32 and i.startswith("req_") for i in ids)
+    assert len({i[16:] for i in ids}) == len(ids)  # and the random part alone tells them apart
