@@ -68,6 +68,7 @@ log = structlog.get_logger(__name__)
 STAGING_TABLE = "orcache_log_staging"
 BACKLOG_BATCHES = 4
 CONVERT_SLICE = 32  # records converted between two turns of the event loop
+ENCODE_SLICE = 64  # rows asyncpg encodes for a COPY between two turns of the event loop (~0.5 ms)
 _GENERATION = COLUMNS.index("generation_id")
 _CACHE_STATUS = COLUMNS.index("cache_status")
 _COLS = ", ".join(COLUMNS)
@@ -135,6 +136,17 @@ GROUP BY {_GROUP} ORDER BY {_GROUP}
 """
 
 
+async def _in_slices(rows: Sequence[tuple[Any, ...]]) -> AsyncIterator[tuple[Any, ...]]:
+    """The rows, for a COPY: asyncpg encodes them one by one as they come, and this hands the event loop back
+    every ``ENCODE_SLICE`` rows. Given a list, it encodes the whole batch in one go: 2-4 ms for a few hundred
+    rows, which a request arriving meanwhile waited out (the p99 of logging at low load)."""
+    for start in range(0, len(rows), ENCODE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        for row in rows[start:start + ENCODE_SLICE]:
+            yield row
+
+
 async def copy_rows(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
     """Store rows none of which can be stored yet (fresh from the request path): COPY straight into
     ``request_logs`` and the rollup from exactly those rows, in one transaction; returns rows inserted.
@@ -147,7 +159,7 @@ async def copy_rows(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -
         raise RuntimeError("copy_rows needs its own top-level transaction")
     async with conn.transaction():
         before = await conn.fetchval(_ID_BEFORE_COPY)
-        await conn.copy_records_to_table("request_logs", records=rows, columns=COLUMNS)
+        await conn.copy_records_to_table("request_logs", records=_in_slices(rows), columns=COLUMNS)
         await conn.execute(_ROLLUP_COPIED, before)
     return len(rows)
 
@@ -157,7 +169,7 @@ async def insert_rows(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]])
     (rows whose request_id is already stored are skipped and not counted again)."""
     async with conn.transaction():
         await conn.execute(_STAGING_DDL)
-        await conn.copy_records_to_table(STAGING_TABLE, records=rows, columns=COLUMNS)
+        await conn.copy_records_to_table(STAGING_TABLE, records=_in_slices(rows), columns=COLUMNS)
         return await conn.fetchval(_INSERT)
 
 
