@@ -302,6 +302,8 @@ def test_limit_is_exact_across_two_worker_processes(tmp_path, redis_url, databas
         token = http("POST", workers[0].url + "/admin/tokens", json={"name": "shared", "requests_per_month": limit},
                      headers=admin).json()
         auth = {"Authorization": f"Bearer {token['token']}"}
+        for w in workers:  # warm: the first request a worker sees also opens its Redis connections
+            assert http("GET", w.url + "/api/tokens/me/usage", headers=auth).status_code == 200
 
         def call(i: int) -> tuple[int, int]:
             r = http("POST", workers[i % 2].url + "/v1/chat/completions", json=chat(f"two-workers-{i}"),
