@@ -6,8 +6,9 @@ through this client costs about 40: the request head is formatted once and leave
 write, one future waits for the response head, and the body is handed over as it arrives (measured: a bare
 pass-through on it serves 1.7x the requests per core of the same pass-through on aiohttp's client).
 
-What relaying to an OpenAI-compatible upstream needs, and no more: http and https origins; keep-alive
-with a bounded pool per origin; Content-Length, chunked and close-delimited bodies; gzip and deflate
+What relaying to an OpenAI-compatible upstream needs, and no more: http and https origins; names resolved
+once per 5 minutes and addresses tried as happy eyeballs does (RFC 8305); keep-alive with a bounded pool per
+origin; Content-Length, chunked and close-delimited bodies; gzip and deflate
 bodies (decoded: we ask for ``identity``, but a server may not listen); interim 1xx answers skipped; a
 connect timeout and a read timeout (the longest silence while an answer is awaited); back-pressure on
 streamed bodies; a cap on bodies read whole; and cancellation, which closes the connection, so the
@@ -69,6 +70,7 @@ MAX_HEAD_BYTES = 64 * 1024  # all response header names and values together
 # a streamed body held for a slow client: reading pauses above this, and resumes when the client took it
 HIGH_WATER = 1024 * 1024
 _DNS_SECONDS = 300.0
+HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried while one has not answered
 # zlib window bits: gzip, or deflate with either header (| 32 detects which)
 _DECODED = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS | 32}
 
@@ -532,6 +534,20 @@ def _checked(value: str, what: str) -> str:
     return value
 
 
+def _interleaved(addresses: list[Any]) -> list[Any]:
+    """getaddrinfo's answers with the address families taking turns, the first family first (RFC 8305)."""
+    families: dict[int, list[Any]] = {}
+    for info in addresses:
+        families.setdefault(info[0], []).append(info)
+    groups = list(families.values())
+    return [group[i] for i in range(max(map(len, groups), default=0)) for group in groups if i < len(group)]
+
+
+def _close_if_connected(task: asyncio.Task[socket.socket]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
+
+
 class UpstreamClient:
     """Requests to any number of base URLs (``https://openrouter.ai/api/v1``, a token's own upstream)."""
 
@@ -600,34 +616,67 @@ class UpstreamClient:
             raise
 
     async def connect(self, pool: _Pool) -> _Connection:
-        loop = self.loop
         tls = (self._ssl or ssl.create_default_context()) if pool.tls else None
         if pool.tls and self._ssl is None:
             self._ssl = tls
         try:
             async with asyncio.timeout(self.connect_timeout):
-                addresses = await self._resolve(pool.host, pool.port)
-                last: BaseException | None = None
-                for family, kind, proto, _, address in addresses:
-                    try:
-                        sock = socket.socket(family, kind, proto)
-                        sock.setblocking(False)
-                        try:
-                            await loop.sock_connect(sock, address)
-                        except BaseException:
-                            sock.close()
-                            raise
-                        _, conn = await loop.create_connection(
-                            lambda: _Connection(pool), sock=sock, ssl=tls,
-                            server_hostname=pool.host if tls is not None else None,
-                            ssl_handshake_timeout=self.connect_timeout if tls is not None else None)
-                        return conn
-                    except (OSError, ssl.SSLError) as exc:
-                        last = exc
-                raise UpstreamConnectError(f"could not connect to {pool.host}:{pool.port} ({last!r})")
+                sock = await self._tcp(pool, await self._resolve(pool.host, pool.port))
+                try:
+                    _, conn = await self.loop.create_connection(
+                        lambda: _Connection(pool), sock=sock, ssl=tls,
+                        server_hostname=pool.host if tls is not None else None,
+                        ssl_handshake_timeout=self.connect_timeout if tls is not None else None)
+                except (OSError, ssl.SSLError) as exc:  # the TLS handshake (a certificate not trusted, ...)
+                    sock.close()
+                    raise UpstreamConnectError(f"TLS with {pool.host}:{pool.port} failed ({exc!r})") from None
+                return conn
         except TimeoutError:
             raise UpstreamTimeout(f"no connection to {pool.host}:{pool.port} within "
                                   f"{self.connect_timeout:g} s") from None
+
+    async def _tcp(self, pool: _Pool, addresses: list[Any]) -> socket.socket:
+        """A socket connected to the first of ``addresses`` that answers. The next address is tried every
+        ``HAPPY_EYEBALLS_DELAY`` seconds meanwhile (RFC 8305), address families taking turns, so an address
+        that never answers (IPv6 resolved but not routed) does not use up the whole connect timeout."""
+        loop = self.loop
+
+        async def attempt(info: Any) -> socket.socket:
+            family, kind, proto, _, address = info
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, address)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        queue = _interleaved(addresses)
+        pending: set[asyncio.Task[socket.socket]] = set()
+        last: BaseException | None = None
+        try:
+            while queue or pending:
+                if queue:
+                    pending.add(loop.create_task(attempt(queue.pop(0))))
+                done, pending = await asyncio.wait(pending, timeout=HAPPY_EYEBALLS_DELAY if queue else None,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                winner = None
+                for task in done:
+                    if task.exception() is None:
+                        if winner is None:
+                            winner = task.result()
+                        else:
+                            task.result().close()  # two answered at once: keep one
+                    else:
+                        last = task.exception()
+                if winner is not None:
+                    return winner
+            raise UpstreamConnectError(f"could not connect to {pool.host}:{pool.port} ({last!r})")
+        finally:
+            for task in pending:
+                task.cancel()
+                task.add_done_callback(_close_if_connected)
 
     async def _resolve(self, host: str, port: int) -> list[Any]:
         now = time.monotonic()

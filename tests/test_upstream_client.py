@@ -406,3 +406,38 @@ async def test_https_upstream_is_verified_and_kept_alive(tls_files):
         await server.__aexit__()
         await trusting.close()
         await default.close()
+
+
+async def test_an_address_that_never_answers_does_not_hold_up_the_next_one(monkeypatch):
+    """Happy eyeballs: a resolved address that swallows the connection attempt (IPv6 without a route,
+    a firewall dropping packets) costs HAPPY_EYEBALLS_DELAY, not the connect timeout."""
+    server = await start(serving(lambda n: answer(b'{"ok":true}')))
+    client = UpstreamClient(connect_timeout=5.0)
+    port = int(server.url.split(":")[2].split("/")[0])
+    loop = asyncio.get_running_loop()
+    real_connect = loop.sock_connect
+    swallowed: list[tuple] = []
+
+    async def sock_connect(sock, address):
+        if address[0] == "127.0.0.2":  # stands in for an address that never answers
+            swallowed.append(address)
+            await asyncio.sleep(3600)
+        return await real_connect(sock, address)
+
+    async def resolve(host, port_):
+        import socket
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "sock_connect", sock_connect)
+    monkeypatch.setattr(client, "_resolve", resolve)
+    try:
+        began = loop.time()
+        async with await client.request("POST", f"http://upstream.test:{port}/api/v1", "chat/completions", [],
+                                        b"{}") as resp:
+            assert await resp.read() == b'{"ok":true}'
+        assert swallowed and loop.time() - began < 2.0
+        assert client.open_connections() == 1
+    finally:
+        await server.__aexit__()
+        await client.close()
