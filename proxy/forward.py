@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+import structlog
 from aiohttp import web
 
 from logstore.record import CallRecord
@@ -27,6 +28,8 @@ from proxy.upstream import UPSTREAM_FAILURES, map_upstream_error, request_header
 from proxy.upstream_client import UpstreamResponse
 
 __all__ = ["proxy_handler"]
+
+log = structlog.get_logger("orcache.forward")
 
 # endpoints the proxy knows: allowed methods; everything else is passed through unchanged
 _METHODS: dict[str, frozenset[str]] = {
@@ -176,6 +179,12 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
                 return await _relay_stream(request, upstream, hold_usage, record, cache_ctx, started, settings)
             data = await upstream.read()
             status = upstream.status
+            if 300 <= status < 400 and status != 304:
+                # not followed, nor passed on: a client following it would take its request, and perhaps
+                # its proxy token, straight to the upstream
+                log.warning("upstream_redirect", status=status, location=upstream.headers.get("Location"))
+                raise ProxyError(502, f"The upstream answered with a redirect ({status}); point the upstream URL "
+                                 "at where it leads.", "upstream_redirect")
             out_headers = response_headers(upstream.headers)
         finally:
             upstream.release()

@@ -232,6 +232,22 @@ async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encodi
         await upstream.__aexit__()
 
 
+async def test_an_upstream_redirect_is_a_502_not_passed_on(aiohttp_client, make_settings, admin_headers):
+    def reply(n: int) -> bytes:
+        return (b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere.example/api/v1/chat/completions"
+                b"\r\nContent-Length: 0\r\n\r\n")
+
+    upstream = await start(serving(reply))
+    try:
+        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
+        token = await new_token(client, admin_headers)
+        resp = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token), allow_redirects=False)
+        assert resp.status == 502 and "Location" not in resp.headers
+        assert (await resp.json())["error"]["code"] == "upstream_redirect"
+    finally:
+        await upstream.__aexit__()
+
+
 async def test_a_relayed_stream_sends_its_head_with_the_first_event(aiohttp_client, make_settings, admin_headers):
     def make(server):
         async def handler(reader, writer):
