@@ -13,7 +13,7 @@ import orjson
 
 from cache.entry import CachedEntry
 
-__all__ = ["DONE", "render_json", "render_sse"]
+__all__ = ["DONE", "json_tail", "render_json", "render_sse", "render_tail"]
 
 DONE = b"data: [DONE]\n\n"
 _PIECES = 4  # content is replayed in about this many chunks
@@ -35,6 +35,19 @@ def render_json(entry: CachedEntry | dict[str, Any], request_id: str) -> bytes:
     out["id"] = rid
     out["created"] = created
     return orjson.dumps(out)
+
+
+def json_tail(response: dict[str, Any]) -> bytes:
+    """The answer's JSON without ``id`` and ``created``, from just after its opening brace: what
+    ``render_tail`` completes for each hit."""
+    return orjson.dumps({k: v for k, v in response.items() if k != "id" and k != "created"})[1:]
+
+
+def render_tail(tail: bytes, request_id: str) -> bytes:
+    """``render_json`` of the answer ``tail`` came from (its fresh ``id`` and ``created`` first)."""
+    rid, created = _fresh(request_id)
+    head = b'{"id":' + orjson.dumps(rid) + b',"created":' + str(created).encode()
+    return head + b"}" if tail == b"}" else head + b"," + tail
 
 
 def _split(text: str) -> list[str]:

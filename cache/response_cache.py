@@ -42,7 +42,7 @@ from cache.canonical import Fingerprint, fingerprint
 from cache.embeddings import EMBEDDER, LOCAL_DIMS, Embedder, make_embedder
 from cache.entry import CachedEntry, is_storable
 from cache.guard import guard_allows
-from cache.hot import HotEntries
+from cache.hot import HotEntries, ReadyHit
 from proxy.channel import follow_channel
 from proxy.keys import REDIS, REDIS_COMMANDS, RESPONSE_CACHE, SETTINGS, UPSTREAM
 from proxy.resp import Commands, Script, commands_for
@@ -102,15 +102,22 @@ class CacheUnavailable(RuntimeError):
 @dataclass(slots=True)
 class CacheLookup:
     status: str  # "exact" | "semantic" | "miss"
-    entry: CachedEntry | None = None
+    found: CachedEntry | None = None
     similarity: float | None = None  # cosine similarity of a semantic hit
     vector: bytes | None = None  # the query's embedding, reused by store()
     scope: str = ""
     matched_query: str | None = None  # the cached question a semantic hit answered
+    ready: ReadyHit | None = None  # an exact hit from the hot tier: parsed into ``entry`` only when asked
+
+    @property
+    def entry(self) -> CachedEntry | None:
+        if self.found is None and self.ready is not None:
+            self.found = self.ready.entry()
+        return self.found
 
     @property
     def hit(self) -> bool:
-        return self.entry is not None
+        return self.found is not None or self.ready is not None
 
 
 def build_schema(prefix: str, dims: int) -> IndexSchema:
@@ -340,12 +347,10 @@ class ResponseCache:
         if not self._enabled or token.cache_mode not in CACHING_MODES:
             return result
         name = keys.exact_key(self._prefix, scope, fp.exact_key)
-        raw = self._hot.get(name)
-        if raw is not None:
-            entry = CachedEntry.from_bytes(raw)
-            if entry is not None:
-                self.hits_exact += 1
-                return CacheLookup("exact", entry, scope=scope)
+        ready = self._hot.get(name)
+        if ready is not None:
+            self.hits_exact += 1
+            return CacheLookup("exact", scope=scope, ready=ready)
         if self._down():
             self.misses += 1
             return result
@@ -540,7 +545,10 @@ class ResponseCache:
         return True
 
     def _keep_hot(self, name: str, raw: bytes, entry: CachedEntry, generation: int) -> None:
-        self._hot.put(name, raw, None if entry.expires_at is None else entry.expires_at - time.time(), generation)
+        if not self._hot.enabled:
+            return
+        self._hot.put(name, ReadyHit(entry, raw), None if entry.expires_at is None else entry.expires_at - time.time(),
+                      generation)
 
     def start_listening(self) -> None:
         """Drop the hot tier whenever any worker purges or deletes entries (``cache.hot``)."""

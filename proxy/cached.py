@@ -76,7 +76,10 @@ class CacheContext:
 
     @property
     def hit(self) -> Any:
-        return self.lookup.entry if self.lookup is not None and self.lookup.status in _HEADER else None
+        lookup = self.lookup
+        if lookup is None or lookup.status not in _HEADER:
+            return None
+        return lookup.ready if lookup.ready is not None else lookup.entry
 
     def assembler(self) -> StreamAssembler | None:
         return StreamAssembler() if self.store else None
@@ -135,21 +138,27 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
 
 async def serve_hit(request: web.Request, ctx: CacheContext, stream: bool, record: CallRecord) -> web.StreamResponse:
     lookup = ctx.lookup
-    assert lookup is not None and lookup.entry is not None
-    entry = lookup.entry
+    assert lookup is not None and lookup.hit
     rid = request[REQUEST_ID]
     record.cache_status = lookup.status
     record.similarity = lookup.similarity
-    record.saved_usage = entry.usage
-    record.saved_cost = entry.cost
-    response = entry.response
-    record.response_model = response.get("model")
-    record.provider = response.get("provider")
     headers = {"X-Cache": _HEADER[lookup.status], "X-Request-Id": rid}
     if record.request_id != rid:
         headers["X-Orcache-Request-Id"] = record.request_id
     if lookup.similarity is not None and lookup.status == "semantic":
         headers["X-Cache-Similarity"] = f"{lookup.similarity:.4f}"
+    ready = lookup.ready
+    if ready is not None and not stream:  # the repeated request: pre-rendered, nothing parsed
+        record.saved_usage, record.saved_cost = ready.usage, ready.cost
+        record.response_model, record.provider = ready.model, ready.provider
+        return web.Response(body=ready.render_json(rid), content_type="application/json", headers=headers)
+    entry = lookup.entry
+    assert entry is not None
+    record.saved_usage = entry.usage
+    record.saved_cost = entry.cost
+    response = entry.response
+    record.response_model = response.get("model")
+    record.provider = response.get("provider")
     if not stream:
         return web.Response(body=render_json(entry, rid), content_type="application/json", headers=headers)
     # the whole replay in one body (one write): an SSE client reads events the same however they are framed

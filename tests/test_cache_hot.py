@@ -100,3 +100,25 @@ async def test_an_entry_is_not_served_after_its_redis_copy_expired(redis: Redis,
         assert (await cache.lookup(A, fp)).status == "miss"
     finally:
         await cache.close()
+
+
+@pytest.mark.parametrize("response", [
+    answer("Paris."),
+    {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "é \"q\""},
+                                               "finish_reason": "stop"}]},  # no id, no created, no usage
+    {},
+])
+def test_a_ready_hit_renders_what_the_entry_renders(response: dict) -> None:
+    import orjson
+
+    from cache.entry import CachedEntry
+    from cache.hot import ReadyHit
+    from cache.replay import render_json
+
+    entry = CachedEntry("e1", response, response.get("usage"), 0.5, time.time(), "token:a", "m")
+    raw = entry.to_bytes()
+    ready = ReadyHit(CachedEntry.from_bytes(raw), raw)
+    fast, slow = orjson.loads(ready.render_json("req_1")), orjson.loads(render_json(entry, "req_1"))
+    assert fast == slow and fast["id"] == "gen-cache-req_1" and abs(fast["created"] - time.time()) < 5
+    assert ready.usage == response.get("usage") and ready.cost == 0.5 and len(ready) == len(raw)
+    assert ready.model == response.get("model") and ready.entry() == CachedEntry.from_bytes(raw)
