@@ -211,6 +211,15 @@ def cpu_pressure() -> float | None:
     return float(m.group(1)) if m else None
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all ticks, steal ticks) of the machine so far: steal is time the hypervisor gave our vCPUs to others."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
 def postgres_pids(pgdata: Path) -> list[int]:
     try:
         master = int((pgdata / "postmaster.pid").read_text().split()[0])
@@ -258,6 +267,7 @@ class Bench:
         self.rounds = args.rounds or (1 if self.quick else 3)
         self.samples: dict[str, list[Measured]] = {}
         self.pressures: list[float] = []
+        self.steals: list[float] = []  # % of CPU time stolen by the hypervisor during each run
         self.upstream_count: Callable[[], int] | None = None  # the fake upstream's request counter
 
     def wrk(self, run: Run, duration: int | None = None) -> Measured:
@@ -269,6 +279,7 @@ class Bench:
         ops_before = _redis_commands(run.redis)
         calls_before = self.upstream_count() if self.upstream_count else None
         pressure = cpu_pressure()
+        ticks_before = cpu_ticks()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
         after = {name: cpu_seconds(pids()) for name, pids in run.watch.items()}
         ops_after = _redis_commands(run.redis)
@@ -284,6 +295,9 @@ class Bench:
         calls = None if calls_before is None or calls_after is None else round((calls_after - calls_before) / n, 3)
         if pressure is not None:
             self.pressures.append(pressure)
+        ticks_after = cpu_ticks()
+        if ticks_after[0] > ticks_before[0]:
+            self.steals.append(100.0 * (ticks_after[1] - ticks_before[1]) / (ticks_after[0] - ticks_before[0]))
         m = Measured(result, cpu, ops, pressure, calls)
         self.samples.setdefault(run.label, []).append(m)
         log(f"  {run.label:28s} rps {result.rps:8.0f}  p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
@@ -840,6 +854,8 @@ def build_results(bench: Bench, stream: dict[str, Any], semantic: dict[str, Any]
                  "cpus": os.cpu_count(), "mode": "quick" if bench.quick else "full", "duration_s": bench.duration,
                  "rounds": bench.rounds, "load_generator": "wrk -t1 (c=1 and c=10), asyncio client for streams",
                  "cpu_pressure": (f"some avg10 median {median(bench.pressures):.0f}%" if bench.pressures else "n/a"),
+                 "cpu_steal": (f"median {median(bench.steals):.1f}%, max {max(bench.steals):.1f}% of CPU time per run"
+                               if bench.steals else "n/a"),
                  "python": platform.python_version()},
         "targets": [t.as_dict() for t in targets],
         "scaling": scaling,
