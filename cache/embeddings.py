@@ -278,7 +278,24 @@ def _load_model(path: str, *, int8: bool = True) -> _MiniLM:
                 if worst < 0.9999:
                     raise RuntimeError(f"traced MiniLM disagrees with sentence-transformers (cosine {worst:.6f})")
             _models[f"{path}|int8={int8}"] = model
+            del st, encoder
+            _release_memory()
         return model
+
+
+def _release_memory() -> None:
+    """Hand back what loading left behind: the sentence-transformers model and the float32 copies sit in
+    reference cycles only a full collection frees (the app froze the collector's generations at start-up),
+    and glibc keeps freed memory unless asked. Measured: 684 MB -> 543 MB with the int8 model. Once, at
+    load; the collection holds the GIL for a moment."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused, just not returned
+        pass
 
 
 def local_model_path() -> str:
