@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import aiohttp
 import orjson
@@ -29,6 +30,21 @@ async def new_token(client, admin_headers, **fields) -> dict:
 
 def bearer(token: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {token['token']}"}
+
+
+@pytest.fixture
+def proxy_before(aiohttp_client, make_settings, admin_headers):
+    """``async with proxy_before(make) as (client, upstream, token)``: a proxy in front of a scripted upstream
+    (``tests.support.start(make)``), with a token of its own."""
+    @asynccontextmanager
+    async def run(make):
+        upstream = await start(make)
+        try:
+            client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
+            yield client, upstream, await new_token(client, admin_headers)
+        finally:
+            await upstream.__aexit__()
+    return run
 
 
 async def fake_requests(fake_upstream) -> list[dict]:
@@ -176,13 +192,9 @@ async def test_upstream_unreachable_is_502(aiohttp_client, make_settings, admin_
     assert (await resp.json())["error"]["code"] == "upstream_unreachable"
 
 
-async def test_paths_queries_and_headers_reach_the_upstream_as_the_client_sent_them(aiohttp_client, make_settings,
-                                                                                    admin_headers):
-    upstream = await start(serving(lambda n: answer(b'{"object":"model","id":"openai/gpt-4o"}',
-                                                    extra="X-Upstream-Only: yes\r\nServer: upstream\r\n")))
-    try:
-        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
-        token = await new_token(client, admin_headers)
+async def test_paths_queries_and_headers_reach_the_upstream_as_the_client_sent_them(proxy_before):
+    reply = answer(b'{"object":"model","id":"openai/gpt-4o"}', extra="X-Upstream-Only: yes\r\nServer: upstream\r\n")
+    async with proxy_before(serving(lambda n: reply)) as (client, upstream, token):
         resp = await client.get("/v1/models/openai%2Fgpt-4o?q=a%20b&next=x%26y",
                                 headers={**bearer(token), "X-Custom": "kept", "Cookie": "secret=1",
                                          "HTTP-Referer": "https://app.example"})
@@ -196,12 +208,9 @@ async def test_paths_queries_and_headers_reach_the_upstream_as_the_client_sent_t
         assert "authorization: bearer sk-or-upstream-secret" in lines
         assert not any(line.startswith(("cookie:", "x-forwarded")) for line in lines)
         assert token["token"] not in head
-    finally:
-        await upstream.__aexit__()
 
 
-async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encoding_is_a_502(
-        aiohttp_client, make_settings, admin_headers):
+async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encoding_is_a_502(proxy_before):
     def reply(head: bytes, body: bytes) -> bytes:
         if not head.startswith(b"POST"):  # the pricing table's GET models
             return answer(b'{"data":[]}')
@@ -217,10 +226,7 @@ async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encodi
             await writer.drain()
         return handler
 
-    upstream = await start(make)
-    try:
-        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
-        token = await new_token(client, admin_headers)
+    async with proxy_before(make) as (client, _, token):
         resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(token))
         assert resp.status == 200
         text = await resp.text()
@@ -228,27 +234,20 @@ async def test_a_stream_the_upstream_cuts_is_ended_in_band_and_an_unknown_encodi
         resp = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
         assert resp.status == 502
         assert (await resp.json())["error"]["code"] == "upstream_bad_response"
-    finally:
-        await upstream.__aexit__()
 
 
-async def test_an_upstream_redirect_is_a_502_not_passed_on(aiohttp_client, make_settings, admin_headers):
+async def test_an_upstream_redirect_is_a_502_not_passed_on(proxy_before):
     def reply(n: int) -> bytes:
         return (b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere.example/api/v1/chat/completions"
                 b"\r\nContent-Length: 0\r\n\r\n")
 
-    upstream = await start(serving(reply))
-    try:
-        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
-        token = await new_token(client, admin_headers)
+    async with proxy_before(serving(reply)) as (client, _, token):
         resp = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token), allow_redirects=False)
         assert resp.status == 502 and "Location" not in resp.headers
         assert (await resp.json())["error"]["code"] == "upstream_redirect"
-    finally:
-        await upstream.__aexit__()
 
 
-async def test_a_relayed_stream_sends_its_head_with_the_first_event(aiohttp_client, make_settings, admin_headers):
+async def test_a_relayed_stream_sends_its_head_with_the_first_event(proxy_before):
     def make(server):
         async def handler(reader, writer):
             while (got := await server.next_request(reader)) is not None:
@@ -264,10 +263,7 @@ async def test_a_relayed_stream_sends_its_head_with_the_first_event(aiohttp_clie
                 await writer.drain()
         return handler
 
-    upstream = await start(make)
-    try:
-        client = await aiohttp_client(create_app(make_settings(upstream_url=upstream.url)))
-        token = await new_token(client, admin_headers)
+    async with proxy_before(make) as (client, _, token):
         reader, writer = await asyncio.open_connection(client.host, client.port)
         body = orjson.dumps({**CHAT, "stream": True})
         writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -276,8 +272,6 @@ async def test_a_relayed_stream_sends_its_head_with_the_first_event(aiohttp_clie
         first = await asyncio.wait_for(reader.read(65536), 5)
         assert first.startswith(b"HTTP/1.1 200") and b'"content":"Hi"' in first  # one write, not two
         writer.close()
-    finally:
-        await upstream.__aexit__()
 
 
 async def test_upstream_errors_and_malformed_bodies(proxy, admin_headers):
