@@ -220,7 +220,8 @@ async def _relay_stream(request: web.Request, upstream: UpstreamResponse, hold_u
     headers.append(("X-Request-Id", request[REQUEST_ID]))  # response_headers() never passes the upstream's on
     if record.request_id != request[REQUEST_ID]:  # the client chose the X-Request-Id; this finds the log row
         headers.append(("X-Orcache-Request-Id", record.request_id))
-    resp = EventStreamResponse(status=200, headers=headers)
+    # the upstream's first bytes came with its head (as they usually do): both go on in one write
+    resp = (EventStreamResponse if upstream.buffered else web.StreamResponse)(status=200, headers=headers)
     resp.headers["Cache-Control"] = "no-cache"
     if cache_ctx is not None:
         resp.headers["X-Cache"] = cache_ctx.header

@@ -17,12 +17,14 @@ __all__ = ["EventStreamResponse", "SSEWatcher"]
 
 
 class EventStreamResponse(web.StreamResponse):
-    """A streamed response whose head leaves with its first chunk, in one write: on this machine class each
-    write to a client wakes it up, which cost ~0.1 ms of time to first byte. ``web.Response`` buffers its head
-    the same way; ``StreamResponse`` sends it at ``prepare()`` unless a subclass says otherwise. (Should aiohttp
-    rename the attribute, the head simply goes out at ``prepare()`` again.)"""
+    """A streamed response whose head leaves with its first chunk, in one write: each write to a client wakes
+    it up (~0.1 ms of time to first byte here). Only for a chunk already at hand: a head held back while the
+    model thinks would trip a client's wait-for-headers timeout. ``web.Response`` buffers its head the same way;
+    ``StreamResponse`` sends it at ``prepare()`` unless a subclass says otherwise. (Should aiohttp rename the
+    attribute, the head simply goes out at ``prepare()`` again.)"""
 
     _send_headers_immediately = False
+
 
 _SEPARATORS = (b"\n\n", b"\r\n\r\n")
 

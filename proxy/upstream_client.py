@@ -157,6 +157,11 @@ class UpstreamResponse:
     def complete(self) -> bool:
         return self._done and self._error is None
 
+    @property
+    def buffered(self) -> bool:
+        """Some of the body has arrived and not been taken yet."""
+        return bool(self._chunks)
+
     async def read(self) -> bytes:
         """The whole body (at most the client's ``max_body_bytes``)."""
         self._whole = True

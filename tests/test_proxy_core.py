@@ -247,19 +247,26 @@ async def test_an_upstream_redirect_is_a_502_not_passed_on(proxy_before):
         assert (await resp.json())["error"]["code"] == "upstream_redirect"
 
 
-async def test_a_relayed_stream_sends_its_head_with_the_first_event(proxy_before):
+@pytest.mark.parametrize("together", [True, False], ids=["head-and-event-together", "head-alone-first"])
+async def test_a_relayed_stream_sends_its_head_with_an_event_at_hand_but_never_waits_for_one(proxy_before,
+                                                                                             together):
+    event = b'data: {"id":"g","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
     def make(server):
         async def handler(reader, writer):
             while (got := await server.next_request(reader)) is not None:
                 if not got[0].startswith(b"POST"):
                     writer.write(answer(b'{"data":[]}'))
                     continue
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n")
-                await writer.drain()
-                await asyncio.sleep(0.3)  # the head alone, for a while
-                event = b'data: {"id":"g","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
-                writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event))
+                if together:
+                    writer.write(head + chunk)
+                else:
+                    writer.write(head)
+                    await writer.drain()
+                    await asyncio.sleep(1.0)  # a model thinking: the client must have its head meanwhile
+                    writer.write(chunk)
                 await writer.drain()
         return handler
 
@@ -269,8 +276,10 @@ async def test_a_relayed_stream_sends_its_head_with_the_first_event(proxy_before
         writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (token["token"].encode(), len(body),
                                                                                      body))
-        first = await asyncio.wait_for(reader.read(65536), 5)
-        assert first.startswith(b"HTTP/1.1 200") and b'"content":"Hi"' in first  # one write, not two
+        first = await asyncio.wait_for(reader.read(65536), 0.8 if not together else 5)
+        assert first.startswith(b"HTTP/1.1 200")
+        # at hand: one write, head and event; not yet: the head at once, the event when it comes
+        assert (b'"content":"Hi"' in first) is together
         writer.close()
 
 
