@@ -20,7 +20,7 @@ from proxy.cached import CacheContext, cache_context, serve_hit
 from proxy.errors import ProxyError
 from proxy.fallback import FALLBACK_PLAN
 from proxy.keys import SETTINGS, UPSTREAM_CLIENT
-from proxy.middleware import CALL_RECORD, REQUEST_ID, proxy_tail
+from proxy.middleware import CALL_RECORD, REQUEST_ID, is_proxy_path, proxy_tail
 from proxy.prepare import prepare_request
 from proxy.streaming import EventStreamResponse, SSEWatcher
 from proxy.tokens import Token
@@ -153,9 +153,8 @@ def _upstream_base(settings_url: str, token: Token) -> str:
 def _target(request: web.Request, tail: str) -> str:
     """The path under the upstream's base URL, with the query: as the client encoded them."""
     raw = request.raw_path
-    for prefix in ("/v1/", "/api/v1/"):
-        if raw.startswith(prefix):
-            return raw[len(prefix):]
+    if is_proxy_path(raw):
+        return proxy_tail(raw)
     # the client percent-encoded the prefix itself: encode the decoded tail again
     query = request.query_string
     return quote(tail, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")

@@ -274,12 +274,6 @@ class _Connection(asyncio.Protocol):
                     "the upstream closed the connection before its answer was complete", partial=True))
         self.pool.forget(self)
 
-    def pause_writing(self) -> None:  # request bodies are small and written at once: nothing to hold back
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # -- httptools callbacks -----------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
@@ -621,9 +615,11 @@ class UpstreamClient:
             raise
 
     async def connect(self, pool: _Pool) -> _Connection:
-        tls = (self._ssl or ssl.create_default_context()) if pool.tls else None
-        if pool.tls and self._ssl is None:
-            self._ssl = tls
+        tls = None
+        if pool.tls:
+            if self._ssl is None:  # built on first use (it loads the system's CAs), then shared
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout):
                 sock = await self._tcp(pool, await self._resolve(pool.host, pool.port))
