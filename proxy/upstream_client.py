@@ -8,7 +8,8 @@ pass-through on it serves 1.7x the requests per core of the same pass-through on
 
 What relaying to an OpenAI-compatible upstream needs, and no more: http and https origins; names resolved
 once per 5 minutes and addresses tried as happy eyeballs does (RFC 8305); keep-alive with a bounded pool per
-origin; Content-Length, chunked and close-delimited bodies; gzip and deflate
+origin, and a request that met the upstream closing an idle connection sent once more on a new one;
+Content-Length, chunked and close-delimited bodies; gzip and deflate
 bodies (decoded: we ask for ``identity``, but a server may not listen); interim 1xx answers skipped; a
 connect timeout and a read timeout (the longest silence while an answer is awaited); back-pressure on
 streamed bodies; a cap on bodies read whole; and cancellation, which closes the connection, so the
@@ -70,6 +71,9 @@ MAX_HEAD_BYTES = 64 * 1024  # all response header names and values together
 # a streamed body held for a slow client: reading pauses above this, and resumes when the client took it
 HIGH_WATER = 1024 * 1024
 _DNS_SECONDS = 300.0
+# a reused connection closed this soon after the request went out, without a byte of answer, was closed
+# as idle by the upstream, not while working on the request: the request is sent again (``request``)
+STALE_CLOSE_SECONDS = 1.0
 HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried while one has not answered
 # zlib window bits: gzip, or deflate with either header (| 32 detects which)
 _DECODED = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS | 32}
@@ -217,6 +221,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.requests_sent = 0
+        self.sent_at = 0.0
+        self.received = False  # any byte of the current request's answer
         self._parser = httptools.HttpResponseParser(self)
         self._head: asyncio.Future[UpstreamResponse] | None = None  # the answer's head, awaited
         self._response: UpstreamResponse | None = None  # the answer whose body is arriving
@@ -243,6 +250,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -342,7 +350,9 @@ class _Connection(asyncio.Protocol):
         self._head = future
         self._head_request = method == "HEAD"
         self._keep_alive = False
-        self._last_read = loop.time()
+        self.received = False
+        self.requests_sent += 1
+        self._last_read = self.sent_at = loop.time()
         if read_timeout and self._timer is None:
             self._timer = loop.call_at(self._last_read + read_timeout, self._check_read, read_timeout)
         transport = self.transport
@@ -437,10 +447,15 @@ class _Pool:
         self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> _Connection:
+    async def acquire(self, *, fresh: bool = False) -> _Connection:
+        """An idle connection, else a new one once the limit allows; ``fresh``: a new one in any case (an idle
+        one is closed to make room)."""
         while True:
             idle = self.idle
-            if idle:
+            if fresh:
+                if idle and len(self.open) + self._connecting >= self.client.limit:
+                    idle[0].close()
+            elif idle:
                 keep = self.client.keepalive_seconds
                 now = self.loop.time()
                 while idle:
@@ -610,8 +625,21 @@ class UpstreamClient:
         conn = await route.pool.acquire()
         try:
             return await conn.send(method, head, body, self.read_timeout)
+        except UpstreamDisconnected:
+            conn.close()
+            if conn.requests_sent == 1 or conn.received or self.loop.time() - conn.sent_at > STALE_CLOSE_SECONDS:
+                raise
         except BaseException:
             conn.close()  # cancelled or failed mid-request: this connection is out of step
+            raise
+        # A kept-alive connection closed at once with not a byte of answer: the upstream ended it as idle while
+        # the request was on its way (its keep-alive timeout, at the moment we reused it), so nothing was done
+        # with the request. It goes once more, on a new connection, as curl does; a second failure stands.
+        conn = await route.pool.acquire(fresh=True)
+        try:
+            return await conn.send(method, head, body, self.read_timeout)
+        except BaseException:
+            conn.close()
             raise
 
     async def connect(self, pool: _Pool) -> _Connection:

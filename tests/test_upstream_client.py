@@ -8,6 +8,7 @@ import gzip
 import ssl
 import subprocess
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,82 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again(clien
         assert server.connections == 3
     finally:
         await server.__aexit__()
+
+
+def closing_after(answered: int, reply: bytes = b"", delay: float = 0.0) -> Callable[[Scripted], Handler]:
+    """Each connection answers ``answered`` requests, then takes one more and, after ``delay``, sends
+    ``reply`` and closes: an upstream ending an idle connection just as a request arrives on it."""
+    def make(server: Scripted) -> Handler:
+        async def handler(reader, writer):
+            for _ in range(answered):
+                if await server.next_request(reader) is None:
+                    return
+                writer.write(answer(b'{"n":%d}' % len(server.requests)))
+                await writer.drain()
+            if await server.next_request(reader) is not None:
+                await asyncio.sleep(delay)
+                writer.write(reply)
+                await writer.drain()
+        return handler
+    return make
+
+
+async def test_a_request_on_a_connection_the_upstream_closed_as_idle_goes_again_on_a_new_one(client):
+    server = await start(closing_after(1))
+    try:
+        async with await client.request("POST", server.url, "chat/completions", [], b"{}") as resp:
+            assert await resp.read() == b'{"n":1}'
+        async with await client.request("POST", server.url, "chat/completions", [], b'{"again":1}') as resp:
+            assert await resp.read() == b'{"n":3}'  # request 2 met the close; 3 is it again, on connection 2
+        assert server.connections == 2
+        assert [body for _, body in server.requests] == [b"{}", b'{"again":1}', b'{"again":1}']
+    finally:
+        await server.__aexit__()
+
+
+@pytest.mark.parametrize("answered, reply, delay", [
+    (0, b"", 0.0),  # a new connection closed without a word: nothing to blame on keep-alive
+    (1, b"HTTP/1.1 200 OK\r\nContent-Le", 0.0),  # it had begun to answer
+    (1, b"", 1.5),  # it kept the request a while first: it may have acted on it
+])
+async def test_a_connection_closed_any_other_way_is_not_retried(answered, reply, delay):
+    client = UpstreamClient(connect_timeout=2.0, read_timeout=5.0)
+    server = await start(closing_after(answered, reply, delay))
+    try:
+        for _ in range(answered):
+            async with await client.request("POST", server.url, "chat/completions", [], b"{}") as resp:
+                await resp.read()
+        with pytest.raises(UpstreamDisconnected):
+            async with await client.request("POST", server.url, "chat/completions", [], b"{}") as resp:
+                await resp.read()
+        assert len(server.requests) == answered + 1 and server.connections == 1
+    finally:
+        await server.__aexit__()
+        await client.close()
+
+
+async def test_the_request_goes_again_only_once():
+    client = UpstreamClient(connect_timeout=2.0, read_timeout=2.0)
+
+    def make(server: Scripted) -> Handler:
+        async def handler(reader, writer):
+            # the first connection answers once; every later one closes on its first request
+            if server.connections == 1 and await server.next_request(reader) is not None:
+                writer.write(answer(b"{}"))
+                await writer.drain()
+            await server.next_request(reader)
+        return handler
+
+    server = await start(make)
+    try:
+        async with await client.request("POST", server.url, "chat/completions", [], b"{}") as resp:
+            await resp.read()
+        with pytest.raises(UpstreamDisconnected):
+            await client.request("POST", server.url, "chat/completions", [], b"{}")
+        assert len(server.requests) == 3 and server.connections == 2
+    finally:
+        await server.__aexit__()
+        await client.close()
 
 
 @pytest.mark.parametrize("reply, partial", [
