@@ -7,9 +7,9 @@
                                              cost, stored_at, query). An exact hit is one GET of this key.
   {prefix}:cache:vec:{scope}:{exact_key}     hash, same TTL: one row of the search index per entry:
                                              entry_id, scope, model, params_hash, context_hash and
-                                             embedder (tags), query (text), bytes and stored_at
-                                             (numeric), entry (name of the exact key above) and, for
-                                             semantic entries, embedding (FLOAT32 vector).
+                                             embedder (tags) and, for semantic entries, embedding
+                                             (FLOAT32 vector), indexed; query, bytes, stored_at,
+                                             scope_name and entry (name of the exact key above), not.
   {prefix}:cache:lock:{scope}:{exact_key}    string, PX: single-flight lock, held by the process whose
                                              request is calling the upstream for this key; deleted by
                                              the script that stores the answer.

@@ -70,6 +70,7 @@ async def test_stats_purge_and_delete_over_http(setup: tuple[TestClient, Respons
     by_scope = {row["scope"]: row for row in body["scopes"]}
     assert by_scope[A.cache_scope]["entries"] == 2 and by_scope[A.cache_scope]["token_id"] == A.id
     assert by_scope[B.cache_scope]["entries"] == 1
+    assert by_scope[A.cache_scope]["bytes"] > by_scope[B.cache_scope]["bytes"] > 0  # summed from the rows
     assert body["counters"]["stores"] == 3
 
     entry = (await cache.lookup(B, chat_fp("one"))).entry
