@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from cache import keys
 from cache.assemble import StreamAssembler
 from cache.canonical import Fingerprint
 from cache.replay import render_json, render_sse
@@ -81,6 +82,13 @@ class CacheContext:
             return None
         return lookup.ready if lookup.ready is not None else lookup.entry
 
+    def mark(self, headers: Any, *, answered: bool) -> None:
+        """``X-Cache`` on a relayed answer, and ``X-Cache-Entry`` when it is (``answered``: a 200) stored: the
+        id the admin API deletes it by."""
+        headers["X-Cache"] = self.header
+        if answered and self.store:
+            headers["X-Cache-Entry"] = keys.entry_id(self.token.cache_scope, self.fp.exact_key)
+
     def assembler(self) -> StreamAssembler | None:
         return StreamAssembler() if self.store else None
 
@@ -111,15 +119,15 @@ async def cache_context(request: web.Request, token: Token, tail: str, payload: 
     skip_lookup, skip_store, max_age = parse_cache_control(request.headers.get("Cache-Control"))
     min_threshold = parse_threshold_header(request.headers.get("X-Cache-Threshold"))
     fp = cache.fingerprint("/" + tail, payload, body)
-    if fp is None or (skip_lookup and skip_store):
+    if fp is None:
         record.cache_status = "bypass"
         return None
     ttl = max_age if max_age is not None else token.cache_ttl_seconds
     options = payload.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    if skip_lookup:
+    if skip_lookup:  # no-cache: stored all the same; no-store: not even that (the answer still says BYPASS)
         record.cache_status = "bypass"
-        return CacheContext(cache, token, fp, None, store=ttl > 0, ttl=ttl, header="BYPASS",
+        return CacheContext(cache, token, fp, None, store=not skip_store and ttl > 0, ttl=ttl, header="BYPASS",
                             include_usage=include_usage)
     store = not skip_store and ttl > 0
     # a miss that will be stored enters the single flight in the lookup's own round trip
@@ -149,11 +157,13 @@ async def serve_hit(request: web.Request, ctx: CacheContext, stream: bool, recor
         headers["X-Cache-Similarity"] = f"{lookup.similarity:.4f}"
     ready = lookup.ready
     if ready is not None and not stream:  # the repeated request: pre-rendered, nothing parsed
+        headers["X-Cache-Entry"] = ready.id
         record.saved_usage, record.saved_cost = ready.usage, ready.cost
         record.response_model, record.provider = ready.model, ready.provider
         return web.Response(body=ready.render_json(rid), content_type="application/json", headers=headers)
     entry = lookup.entry
     assert entry is not None
+    headers["X-Cache-Entry"] = entry.id  # the id to delete it by (a semantic hit's: the entry that answered)
     record.saved_usage = entry.usage
     record.saved_cost = entry.cost
     response = entry.response

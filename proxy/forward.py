@@ -205,7 +205,7 @@ async def _forward(request: web.Request, settings, token: Token, tail: str, body
         record.error = data[:500].decode(errors="replace") or f"HTTP {status}"
     resp = web.Response(status=status, body=data, headers=out_headers)
     if cache_ctx is not None:
-        resp.headers["X-Cache"] = cache_ctx.header
+        cache_ctx.mark(resp.headers, answered=status == 200)
     return resp
 
 
@@ -223,7 +223,7 @@ async def _relay_stream(request: web.Request, upstream: UpstreamResponse, hold_u
     resp = (EventStreamResponse if upstream.buffered else web.StreamResponse)(status=200, headers=headers)
     resp.headers["Cache-Control"] = "no-cache"
     if cache_ctx is not None:
-        resp.headers["X-Cache"] = cache_ctx.header
+        cache_ctx.mark(resp.headers, answered=True)
     await resp.prepare(request)
     complete = False
     try:

@@ -95,3 +95,41 @@ async def test_purge_a_shared_scope(setup: tuple[TestClient, ResponseCache]) -> 
     assert resp.status == 200 and await resp.json() == {"deleted": 1}
     resp = await client.delete("/admin/cache/scopes/team", headers=admin())
     assert resp.status == 400
+
+
+async def test_an_answer_names_its_entry_and_deleting_that_entry_evicts_it(aiohttp_client: Any, make_settings: Any,
+                                                                           admin_headers: dict[str, str],
+                                                                           fake_upstream: Any) -> None:
+    import asyncio
+
+    from proxy.app import create_app
+    from tests.feature_support import bearer, chat, new_token, sent_upstream
+
+    proxy = await aiohttp_client(create_app(make_settings()))
+    token = await new_token(proxy, admin_headers, cache_mode="exact")
+    body = chat("which entry answered me")
+
+    async def ask(**headers: str) -> Any:
+        resp = await proxy.post("/v1/chat/completions", json=body, headers=bearer(token, **headers))
+        assert resp.status == 200
+        return resp
+
+    unstored = await ask(**{"Cache-Control": "no-store"})
+    assert unstored.headers["X-Cache"] == "BYPASS" and "X-Cache-Entry" not in unstored.headers
+    first = await ask()
+    assert first.headers["X-Cache"] == "MISS"
+    entry_id = first.headers["X-Cache-Entry"]
+    deadline = asyncio.get_running_loop().time() + 5
+    while (hit := await ask()).headers["X-Cache"] != "HIT-EXACT":  # stored off the response path
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert hit.headers["X-Cache-Entry"] == entry_id
+    streamed = await proxy.post("/v1/chat/completions", json={**body, "stream": True}, headers=bearer(token))
+    await streamed.read()
+    assert streamed.headers["X-Cache"] == "HIT-EXACT" and streamed.headers["X-Cache-Entry"] == entry_id
+
+    resp = await proxy.delete(f"/admin/cache/entries/{entry_id}", headers=admin_headers)
+    assert resp.status == 200 and await resp.json() == {"deleted": 1}
+    again = await ask()
+    assert again.headers["X-Cache"] == "MISS" and again.headers["X-Cache-Entry"] == entry_id
+    assert len(await sent_upstream(fake_upstream, "which entry answered me")) == 3
