@@ -374,10 +374,12 @@ class RemoteEmbedder(Embedder):
     """
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, model: str, api_key: str | None = None,
-                 *, dims: int | None = None, timeout: float = 10.0, max_batch: int = 64) -> None:
+                 *, dims: int | None = None, timeout: float = 10.0, max_batch: int = 64,
+                 proxy: str | None = None) -> None:
         super().__init__(max_batch=max_batch)
         self._session = session
         self._url = base_url.rstrip("/") + "/embeddings"
+        self._proxy = proxy
         self._model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -412,7 +414,7 @@ class RemoteEmbedder(Embedder):
 
     async def _encode(self, texts: list[str]) -> list[bytes]:
         async with self._session.post(self._url, json={"model": self._model, "input": texts},
-                                      headers=self._headers, timeout=self._timeout) as resp:
+                                      headers=self._headers, timeout=self._timeout, proxy=self._proxy) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"embeddings endpoint answered {resp.status}: {(await resp.text())[:200]}")
             body = await resp.json()
@@ -440,7 +442,8 @@ def make_embedder(settings: Settings, session: aiohttp.ClientSession | None = No
         if session is None:
             raise ValueError("a remote embeddings endpoint needs the upstream session")
         return RemoteEmbedder(session, choice, settings.embeddings_model,
-                              settings.embeddings_api_key or settings.openrouter_api_key)
+                              settings.embeddings_api_key or settings.openrouter_api_key,
+                              proxy=settings.egress().for_url(choice))
     raise ValueError(f"ORCACHE_EMBEDDINGS={choice!r} must be 'local', 'off' or an http(s) URL")
 
 

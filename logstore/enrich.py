@@ -94,8 +94,9 @@ class GenerationEnricher:
     def __init__(self, upstream_url: str, api_key: str | None,
                  session: Callable[[], aiohttp.ClientSession | None],
                  pool: Callable[[], asyncpg.Pool | None], *, per_second: float = 5.0, delay: float = 3.0,
-                 max_pending: int = 10_000, max_attempts: int = 3) -> None:
+                 max_pending: int = 10_000, max_attempts: int = 3, proxy: str | None = None) -> None:
         self._url = upstream_url.rstrip("/") + "/generation"
+        self._proxy = proxy
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session = session
         self._pool = pool
@@ -148,7 +149,7 @@ class GenerationEnricher:
         if session is None or pool is None:
             return False
         async with session.get(self._url, params={"id": generation_id}, headers=self._headers,
-                               timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                               timeout=aiohttp.ClientTimeout(total=15), proxy=self._proxy) as resp:
             if resp.status != 200:
                 return False
             body = await resp.json(content_type=None)

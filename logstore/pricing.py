@@ -117,11 +117,12 @@ class PricingTable:
         return None if price is None else price.cost(usage)
 
     async def refresh(self, session: aiohttp.ClientSession, upstream_url: str, api_key: str | None = None,
-                      *, timeout: float = 30.0) -> int:
+                      *, timeout: float = 30.0, proxy: str | None = None) -> int:
         """Fetch ``{upstream_url}/models`` and replace the table; returns the number of models."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = upstream_url.rstrip("/") + "/models"
-        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
+                               proxy=proxy) as resp:
             resp.raise_for_status()
             body = await resp.json(content_type=None)
         models = body.get("data") if isinstance(body, dict) else None
@@ -132,11 +133,11 @@ class PricingTable:
 
 
 async def _refresh_forever(table: PricingTable, session: aiohttp.ClientSession, upstream_url: str,
-                           api_key: str | None, every: float) -> None:
+                           api_key: str | None, every: float, proxy: str | None) -> None:
     retry = 5.0
     while True:
         try:
-            count = await table.refresh(session, upstream_url, api_key)
+            count = await table.refresh(session, upstream_url, api_key, proxy=proxy)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old table
@@ -161,7 +162,8 @@ async def pricing_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         task = asyncio.create_task(_refresh_forever(
             table, session, settings.upstream_url, settings.openrouter_api_key,
-            max(settings.pricing_refresh_seconds, 1.0)), name="pricing-refresh")
+            max(settings.pricing_refresh_seconds, 1.0), settings.egress().for_url(settings.upstream_url)),
+            name="pricing-refresh")
     yield
     if task is not None:
         task.cancel()

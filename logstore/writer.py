@@ -778,7 +778,8 @@ async def log_writer_ctx(app: web.Application) -> AsyncIterator[None]:
         from logstore.enrich import GenerationEnricher
 
         enricher = GenerationEnricher(settings.upstream_url, settings.openrouter_api_key,
-                                      session=lambda: app.get(UPSTREAM), pool=lambda: app.get(PG_POOL))
+                                      session=lambda: app.get(UPSTREAM), pool=lambda: app.get(PG_POOL),
+                                      proxy=settings.egress().for_url(settings.upstream_url))
         writer.enricher = enricher
         await enricher.start()
     app[LOG_WRITER] = writer

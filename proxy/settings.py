@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from proxy.egress import EgressProxy, normalise_proxy_url
+
 __all__ = ["Settings", "SettingsError", "load_settings", "OPENROUTER_BASE_URL"]
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -40,6 +42,10 @@ class Settings:
     upstream_max_response_bytes: int = 256 * 1024 * 1024
     http_referer: str | None = None
     x_title: str | None = "orcache"
+    # outbound proxies (proxy.egress), from the variables curl reads; the URLs may carry credentials
+    https_proxy: str | None = field(default=None, repr=False)
+    http_proxy: str | None = field(default=None, repr=False)
+    no_proxy: str | None = None
 
     # token lookups: seconds a token record is trusted in-process (pub/sub invalidates sooner)
     token_cache_seconds: float = 1.0
@@ -97,6 +103,11 @@ class Settings:
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
 
+    def egress(self) -> EgressProxy:
+        """The outbound proxies; raises ValueError for a proxy URL that cannot be used."""
+        return EgressProxy(normalise_proxy_url(self.https_proxy) if self.https_proxy else None,
+                           normalise_proxy_url(self.http_proxy) if self.http_proxy else None, self.no_proxy or "")
+
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -112,7 +123,12 @@ ENV_NAMES: dict[str, str] = {
     "database_url": "DATABASE_URL",
     "openrouter_api_key": "OPENROUTER_API_KEY",
     "admin_token": "ORCACHE_ADMIN_TOKEN",
+    "https_proxy": "HTTPS_PROXY",
+    "http_proxy": "HTTP_PROXY",
+    "no_proxy": "NO_PROXY",
 }
+# read before the name above when set (curl's order: the lower-case proxy variables win)
+_ENV_FIRST: dict[str, str] = {"https_proxy": "https_proxy", "http_proxy": "http_proxy", "no_proxy": "no_proxy"}
 
 
 def _env_name(name: str) -> str:
@@ -151,7 +167,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
     values: dict[str, Any] = {}
     for f in fields(Settings):
         default = getattr(defaults, f.name)
-        raw = env.get(_env_name(f.name))
+        raw = env.get(_ENV_FIRST[f.name]) or None if f.name in _ENV_FIRST else None
+        if raw is None:
+            raw = env.get(_env_name(f.name))
         if raw is not None and raw != "":
             values[f.name] = _convert(f.name, raw, default if default is not None else "")
     for name, value in (overrides or {}).items():
@@ -169,6 +187,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"ORCACHE_WORKERS={s.workers} must be at least 1")
     if not s.upstream_url.startswith(("http://", "https://")):
         raise SettingsError(f"ORCACHE_UPSTREAM_URL={s.upstream_url!r} must be an http(s) URL")
+    for name in ("https_proxy", "http_proxy"):
+        value = getattr(s, name)
+        try:
+            normalise_proxy_url(value) if value else None
+        except ValueError as exc:
+            raise SettingsError(f"{_env_name(name)}: {exc}") from None
     if s.max_body_bytes < 1024:
         raise SettingsError("ORCACHE_MAX_BODY_BYTES must be at least 1024")
     if s.upstream_max_response_bytes < 1024:

@@ -110,7 +110,7 @@ async def upstream_client_ctx(app: web.Application):
     s = app[SETTINGS]
     client = UpstreamClient(limit=s.upstream_pool_size, connect_timeout=s.upstream_connect_timeout,
                             read_timeout=s.upstream_read_timeout, keepalive_seconds=s.upstream_keepalive_seconds,
-                            max_body_bytes=s.upstream_max_response_bytes)
+                            max_body_bytes=s.upstream_max_response_bytes, egress=s.egress())
     app[UPSTREAM_CLIENT] = client
     yield
     await client.close()

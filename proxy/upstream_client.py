@@ -13,7 +13,8 @@ Content-Length, chunked and close-delimited bodies; gzip and deflate
 bodies (decoded: we ask for ``identity``, but a server may not listen); interim 1xx answers skipped; a
 connect timeout and a read timeout (the longest silence while an answer is awaited); back-pressure on
 streamed bodies; a cap on bodies read whole; and cancellation, which closes the connection, so the
-upstream sees the client leave and stops generating. Not here: HTTP proxies, HTTP/2, redirects, cookies.
+upstream sees the client leave and stops generating; and outbound HTTP proxies (``proxy.egress``). Not here:
+HTTP/2, redirects, cookies.
 Everything else that calls the upstream (pricing, embeddings, generation stats) uses aiohttp's session.
 """
 
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 
 import httptools
 from multidict import CIMultiDict
+
+from proxy.egress import EgressProxy, ProxyEndpoint
 
 __all__ = [
     "UpstreamClient",
@@ -436,12 +439,14 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """The connections to one origin: idle ones reused newest first, at most ``limit`` open at once."""
 
-    def __init__(self, client: UpstreamClient, scheme: str, host: str, port: int) -> None:
+    def __init__(self, client: UpstreamClient, scheme: str, host: str, port: int,
+                 via: ProxyEndpoint | None = None) -> None:
         self.client = client
         self.loop = client.loop
         self.host = host
         self.port = port
         self.tls = scheme == "https"
+        self.via = via  # an outbound proxy: a CONNECT tunnel for https, absolute-form requests for http
         self.idle: deque[_Connection] = deque()
         self.open: set[_Connection] = set()
         self._connecting = 0
@@ -532,7 +537,8 @@ class _Pool:
 
 
 class _Route:
-    """A base URL, resolved once: its pool, the path the targets are appended to, the Host header."""
+    """A base URL, resolved once: its pool, the path the targets are appended to (absolute through an http
+    proxy) and the Host header (followed by the proxy's credentials line through an http proxy)."""
 
     __slots__ = ("pool", "prefix", "host_header")
 
@@ -567,7 +573,7 @@ class UpstreamClient:
 
     def __init__(self, *, limit: int = 256, connect_timeout: float = 10.0, read_timeout: float | None = 300.0,
                  keepalive_seconds: float = 60.0, max_body_bytes: int = 64 * 1024 * 1024,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, egress: EgressProxy | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.limit = max(limit, 1)
         self.connect_timeout = connect_timeout
@@ -575,8 +581,9 @@ class UpstreamClient:
         self.keepalive_seconds = keepalive_seconds
         self.max_body_bytes = max_body_bytes
         self._ssl = ssl_context
+        self._egress = egress or EgressProxy()
         self._routes: dict[str, _Route] = {}
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._pools: dict[tuple[str, str, int, str], _Pool] = {}
         self._addresses: dict[tuple[str, int], tuple[float, list[Any]]] = {}
         self._closed = False
 
@@ -593,11 +600,18 @@ class UpstreamClient:
         port = parts.port or default
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default else f"{shown}:{port}"
-        key = (scheme, host, port)
+        proxy = self._egress.for_url(base_url)
+        key = (scheme, host, port, proxy or "")
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(self, scheme, host, port)
-        route = _Route(pool, parts.path.rstrip("/") + "/", host_header)
+            via = ProxyEndpoint.parse(proxy) if proxy else None
+            pool = self._pools[key] = _Pool(self, scheme, host, port, via)
+        prefix = parts.path.rstrip("/") + "/"
+        if pool.via is not None and not pool.tls:
+            prefix = f"http://{host_header}{prefix}"
+            if pool.via.authorization:
+                host_header += f"\r\nProxy-Authorization: {pool.via.authorization}"
+        route = _Route(pool, prefix, host_header)
         if len(self._routes) > 1024:  # base URLs come from tokens: keep the memo bounded
             self._routes.clear()
         self._routes[base_url] = route
@@ -648,9 +662,17 @@ class UpstreamClient:
             if self._ssl is None:  # built on first use (it loads the system's CAs), then shared
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
+        via = pool.via
+        host, port = (via.host, via.port) if via is not None else (pool.host, pool.port)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                sock = await self._tcp(pool, await self._resolve(pool.host, pool.port))
+                sock = await self._tcp(host, port, await self._resolve(host, port))
+                if via is not None and tls is not None:
+                    try:
+                        await self._tunnel(sock, pool, via)
+                    except BaseException:
+                        sock.close()
+                        raise
                 try:
                     _, conn = await self.loop.create_connection(
                         lambda: _Connection(pool), sock=sock, ssl=tls,
@@ -664,7 +686,25 @@ class UpstreamClient:
             raise UpstreamTimeout(f"no connection to {pool.host}:{pool.port} within "
                                   f"{self.connect_timeout:g} s") from None
 
-    async def _tcp(self, pool: _Pool, addresses: list[Any]) -> socket.socket:
+    async def _tunnel(self, sock: socket.socket, pool: _Pool, via: ProxyEndpoint) -> None:
+        """``CONNECT`` through the proxy on ``sock``; TLS with the upstream then goes through the tunnel."""
+        authority = f"[{pool.host}]:{pool.port}" if ":" in pool.host else f"{pool.host}:{pool.port}"
+        auth = f"Proxy-Authorization: {via.authorization}\r\n" if via.authorization else ""
+        await self.loop.sock_sendall(sock, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n"
+                                     .encode("utf-8", "surrogateescape"))
+        head = b""
+        while b"\r\n\r\n" not in head:  # the upstream says nothing before our TLS hello: no body to overread
+            data = await self.loop.sock_recv(sock, 4096)
+            if not data or len(head) > MAX_HEAD_BYTES:
+                raise UpstreamConnectError(f"the proxy {via.host}:{via.port} gave no answer to CONNECT")
+            head += data
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        version, _, rest = status_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not rest.startswith("2") or not head.endswith(b"\r\n\r\n"):
+            raise UpstreamConnectError(f"the proxy {via.host}:{via.port} refused the tunnel to {authority} "
+                                       f"({status_line.strip()[:200]})")
+
+    async def _tcp(self, host: str, port: int, addresses: list[Any]) -> socket.socket:
         """A socket connected to the first of ``addresses`` that answers. The next address is tried every
         ``HAPPY_EYEBALLS_DELAY`` seconds meanwhile (RFC 8305), address families taking turns, so an address
         that never answers (IPv6 resolved but not routed) does not use up the whole connect timeout."""
@@ -701,7 +741,7 @@ class UpstreamClient:
                         last = task.exception()
                 if winner is not None:
                     return winner
-            raise UpstreamConnectError(f"could not connect to {pool.host}:{pool.port} ({last!r})")
+            raise UpstreamConnectError(f"could not connect to {host}:{port} ({last!r})")
         finally:
             for task in pending:
                 task.cancel()

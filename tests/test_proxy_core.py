@@ -385,3 +385,35 @@ def test_request_ids_sort_by_time_and_never_repeat():
     assert first[:16] <= ids[0][:16] <= ids[-1][:16] < later[:16]  # the time prefix orders them
     assert all(len(i) == 32 and i.startswith("req_") for i in ids)
     assert len({i[16:] for i in ids}) == len(ids)  # and the random part alone tells them apart
+
+
+async def test_the_relay_reaches_the_upstream_through_the_outbound_proxy(aiohttp_client, make_settings, admin_headers):
+    heads: list[bytes] = []
+
+    def make(server):
+        async def handler(reader, writer):
+            while (got := await server.next_request(reader)) is not None:
+                heads.append(got[0])
+                writer.write(answer(orjson.dumps({"id": "gen-1", "model": CHAT["model"], "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "via the proxy"},
+                     "finish_reason": "stop"}]})))
+                await writer.drain()
+        return handler
+
+    proxy = await start(make)  # an http proxy answering itself: upstream.test is never resolved
+    try:
+        client = await aiohttp_client(create_app(make_settings(
+            upstream_url="http://upstream.test/api/v1", http_proxy=proxy.url.removesuffix("/api/v1"))))
+        token = await new_token(client, admin_headers)
+        resp = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["choices"][0]["message"]["content"] == "via the proxy"
+        def lines() -> list[bytes]:
+            return [head.split(b"\r\n", 1)[0] for head in heads]
+        assert b"POST http://upstream.test/api/v1/chat/completions HTTP/1.1" in lines()
+        deadline = time.monotonic() + 5
+        while b"GET http://upstream.test/api/v1/models HTTP/1.1" not in lines():  # pricing: aiohttp's session
+            assert time.monotonic() < deadline, lines()
+            await asyncio.sleep(0.02)
+    finally:
+        await proxy.__aexit__()

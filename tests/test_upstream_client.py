@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.egress import EgressProxy
 from proxy.upstream_client import (
     HIGH_WATER,
     UpstreamClient,
@@ -460,7 +461,8 @@ def tls_files(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,DNS:upstream.test",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return cert, key
 
@@ -517,4 +519,101 @@ async def test_an_address_that_never_answers_does_not_hold_up_the_next_one(monke
         assert client.open_connections() == 1
     finally:
         await server.__aexit__()
+        await client.close()
+
+
+# --- outbound proxies ---------------------------------------------------------------------------------------
+
+async def test_an_http_upstream_through_a_proxy_gets_absolute_form_requests_with_the_proxy_credentials():
+    seen: list[bytes] = []
+
+    def make(server: Scripted) -> Handler:
+        async def handler(reader, writer):
+            while (got := await server.next_request(reader)) is not None:
+                seen.append(got[0])
+                writer.write(answer(b'{"via":"proxy"}'))
+                await writer.drain()
+        return handler
+
+    proxy = await start(make)
+    proxy_url = proxy.url.removesuffix("/api/v1").replace("http://", "http://user%40corp:s3cret@")
+    client = UpstreamClient(egress=EgressProxy(http=proxy_url))
+    try:
+        for _ in range(2):
+            async with await client.request("POST", "http://upstream.test:8000/api/v1", "chat/completions",
+                                            [("Authorization", "Bearer k")], b"{}") as resp:
+                assert await resp.read() == b'{"via":"proxy"}'
+        head = seen[0].decode()
+        assert head.startswith("POST http://upstream.test:8000/api/v1/chat/completions HTTP/1.1\r\n")
+        assert "\r\nHost: upstream.test:8000\r\n" in head
+        assert "\r\nProxy-Authorization: Basic dXNlckBjb3JwOnMzY3JldA==\r\n" in head  # user@corp:s3cret
+        assert proxy.connections == 1 and len(seen) == 2  # kept alive
+    finally:
+        await proxy.__aexit__()
+        await client.close()
+
+
+async def _connect_proxy(target_port: int, seen: list[bytes], refuse: bytes | None = None) -> asyncio.Server:
+    """A CONNECT proxy that tunnels every authority to 127.0.0.1:``target_port`` (or answers ``refuse``)."""
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        if refuse is not None:
+            writer.write(refuse)
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_an_https_upstream_through_a_proxy_is_a_verified_tls_tunnel(tls_files):
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    upstream = await start(serving(lambda n: answer(b'{"tunnelled":%d}' % n)), tls=server_tls)
+    seen: list[bytes] = []
+    proxy = await _connect_proxy(int(upstream.url.split(":")[2].split("/")[0]), seen)
+    proxy_url = f"http://u:p@127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+    client = UpstreamClient(ssl_context=ssl.create_default_context(cafile=str(cert)),
+                            egress=EgressProxy(https=proxy_url))
+    try:
+        for n in (1, 2):
+            async with await client.request("POST", "https://upstream.test/api/v1", "chat/completions", [],
+                                            b"{}") as resp:
+                assert await resp.read() == b'{"tunnelled":%d}' % n
+        assert seen == [b"CONNECT upstream.test:443 HTTP/1.1\r\nHost: upstream.test:443\r\n"
+                        b"Proxy-Authorization: Basic dTpw\r\n\r\n"]  # one tunnel, kept alive
+        head = upstream.requests[0][0].decode()
+        assert head.startswith("POST /api/v1/chat/completions HTTP/1.1\r\n") and "Proxy-Authorization" not in head
+    finally:
+        proxy.close()
+        await upstream.__aexit__()
+        await client.close()
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error_naming_its_answer():
+    seen: list[bytes] = []
+    proxy = await _connect_proxy(1, seen, refuse=b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                                 b"Content-Length: 0\r\n\r\n")
+    client = UpstreamClient(egress=EgressProxy(https=f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"))
+    try:
+        with pytest.raises(UpstreamConnectError, match="407 Proxy Authentication Required"):
+            await client.request("POST", "https://upstream.test/api/v1", "chat/completions", [], b"{}")
+        assert len(seen) == 1 and client.open_connections() == 0
+    finally:
+        proxy.close()
         await client.close()
