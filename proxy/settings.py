@@ -127,8 +127,8 @@ ENV_NAMES: dict[str, str] = {
     "http_proxy": "HTTP_PROXY",
     "no_proxy": "NO_PROXY",
 }
-# read before the name above when set (curl's order: the lower-case proxy variables win)
-_ENV_FIRST: dict[str, str] = {"https_proxy": "https_proxy", "http_proxy": "http_proxy", "no_proxy": "no_proxy"}
+# settings whose own name, in lower case, is read before the variable above (curl's order for proxies)
+_LOWER_CASE_FIRST = frozenset({"https_proxy", "http_proxy", "no_proxy"})
 
 
 def _env_name(name: str) -> str:
@@ -167,8 +167,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, env: Mapping[str, 
     values: dict[str, Any] = {}
     for f in fields(Settings):
         default = getattr(defaults, f.name)
-        raw = env.get(_ENV_FIRST[f.name]) or None if f.name in _ENV_FIRST else None
-        if raw is None:
+        raw = env.get(f.name) if f.name in _LOWER_CASE_FIRST else None
+        if not raw:
             raw = env.get(_env_name(f.name))
         if raw is not None and raw != "":
             values[f.name] = _convert(f.name, raw, default if default is not None else "")

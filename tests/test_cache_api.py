@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,9 +14,11 @@ from redis.asyncio import Redis
 from cache import keys
 from cache.api import routes
 from cache.response_cache import ResponseCache
+from proxy.app import create_app
 from proxy.auth import TokenAuthenticator
 from proxy.keys import AUTH, RESPONSE_CACHE, SETTINGS
 from proxy.middleware import request_middleware
+from tests.feature_support import bearer, chat, new_token, sent_upstream
 from tests.test_cache_support import answer, chat_fp, make_settings_for, make_token
 
 ADMIN = "sk-orc-admin-cache-test-" + "y" * 20
@@ -100,11 +103,6 @@ async def test_purge_a_shared_scope(setup: tuple[TestClient, ResponseCache]) -> 
 async def test_an_answer_names_its_entry_and_deleting_that_entry_evicts_it(aiohttp_client: Any, make_settings: Any,
                                                                            admin_headers: dict[str, str],
                                                                            fake_upstream: Any) -> None:
-    import asyncio
-
-    from proxy.app import create_app
-    from tests.feature_support import bearer, chat, new_token, sent_upstream
-
     proxy = await aiohttp_client(create_app(make_settings()))
     token = await new_token(proxy, admin_headers, cache_mode="exact")
     body = chat("which entry answered me")
