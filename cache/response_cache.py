@@ -165,7 +165,8 @@ def _as_bytes(vector: list[float] | bytes) -> bytes:
 class ResponseCache:
     def __init__(self, redis: Redis, settings: Settings, embedder: Embedder | None = None, *,
                  guard: Callable[[str, str], bool] | None = None, retry_after: float = 1.0,
-                 candidates: int = 3, embed_timeout: float = 2.0, commands: Commands | None = None) -> None:
+                 candidates: int = 3, embed_timeout: float = 2.0, commands: Commands | None = None,
+                 setup_retry: float = 5.0) -> None:
         self._redis = redis  # the index, admin work
         # lookups, locks and stores: the lean client (``commands_for``), shared with auth when the app gives it
         self._owns_commands = commands is None
@@ -184,6 +185,7 @@ class ResponseCache:
         self._index_ready = False
         self._semantic_ok = False  # index dims match the embedder's
         self._next_setup = 0.0
+        self._setup_retry = setup_retry
         self._setup_lock = asyncio.Lock()
         self._down_until = 0.0
         self._timeouts_in_row = 0
@@ -191,6 +193,7 @@ class ResponseCache:
         self._suppressed = 0
         self._hot = HotEntries(max_entries=settings.cache_hot_entries, seconds=settings.cache_hot_seconds)
         self._listener: asyncio.Task[None] | None = None
+        self._index_retry: asyncio.Task[None] | None = None
         self._fingerprints: dict[tuple[str, bytes], Fingerprint | None] = {}
         self._flights: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -231,7 +234,7 @@ class ResponseCache:
                     await index.create(overwrite=False)
                     existing = await self._index_dims()
             except Exception as exc:  # noqa: BLE001 -- exact caching works without the index
-                self._next_setup = time.monotonic() + 5.0
+                self._next_setup = time.monotonic() + self._setup_retry
                 log.warning("cache_index_unavailable", index=keys.index_name(self._prefix), error=repr(exc))
                 return False
             self._semantic_ok = existing == dims
@@ -263,11 +266,28 @@ class ResponseCache:
             return False
         return await self.setup(timeout=self._timeout if timeout is None else timeout)
 
+    def retry_setup_until_ready(self) -> None:
+        """After a failed ``setup`` (Redis still loading its dataset, the query engine missing, a remote
+        embedder not yet telling its vector size), keep trying in the background, so the index does not
+        wait for the first semantic request or admin call to be created."""
+        if self._index_ready or (self._index_retry is not None and not self._index_retry.done()):
+            return
+
+        async def retry() -> None:
+            while not self._index_ready:
+                await asyncio.sleep(self._setup_retry)
+                if await self.setup():
+                    log.info("cache_index_ready", index=keys.index_name(self._prefix))
+
+        self._index_retry = asyncio.create_task(retry(), name="cache-index-setup")
+
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in (self._listener, self._index_retry):
+            if task is None:
+                continue
+            task.cancel()
             with suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._listener, 2.0)
+                await asyncio.wait_for(task, 2.0)
         for fut in self._flights.values():
             if not fut.done():
                 fut.set_result(None)
@@ -285,7 +305,8 @@ class ResponseCache:
     def _failed(self, op: str, exc: BaseException) -> None:
         self.errors += 1
         if any(text in str(exc).lower() for text in ("no such index", "unknown index")):
-            self._index_ready = False  # dropped, or Redis restarted empty: recreate on the next need
+            self._index_ready = False  # dropped, or Redis restarted empty: recreate it
+            self.retry_setup_until_ready()
         if not _unavailable(exc):
             log.error("cache_error", op=op, error=repr(exc))
             return
@@ -844,7 +865,8 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
             await owned.start()
     cache = ResponseCache(app[REDIS], settings, embedder=embedder, commands=app.get(REDIS_COMMANDS))
     if settings.cache_enabled:
-        await cache.setup()
+        if not await cache.setup():
+            cache.retry_setup_until_ready()
         cache.start_listening()
     app[RESPONSE_CACHE] = cache
     yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -198,3 +199,62 @@ async def test_int8_and_float32_vectors_never_meet_in_one_search(redis: Redis, k
             await redis.ft(keys.index_name(key_prefix)).dropindex(delete_documents=True)
     finally:
         await full.close()
+
+
+class LearnsItsSize(Embedder):
+    """A remote embedder before its first answer: its vector size (so the index's) is not known yet."""
+
+    name = "remote:later"
+    dims = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.dims > 0
+
+
+async def test_an_index_that_could_not_be_made_at_start_is_made_in_the_background(
+        redis: Redis, key_prefix: str) -> None:
+    embedder = LearnsItsSize()
+    cache = ResponseCache(redis, make_settings_for(key_prefix), embedder=embedder, setup_retry=0.05)
+    try:
+        assert not await cache.setup()
+        cache.retry_setup_until_ready()
+        await asyncio.sleep(0.2)
+        assert not cache.semantic_ready  # still no size: still no index, and no error either
+        with pytest.raises(Exception, match="(?i)no such index|unknown index"):
+            await redis.ft(keys.index_name(key_prefix)).info()
+        embedder.dims = 384
+        for _ in range(250):  # no request, no admin call: the retry makes it
+            if cache.semantic_ready:
+                break
+            await asyncio.sleep(0.02)
+        assert cache.semantic_ready
+        assert (await redis.ft(keys.index_name(key_prefix)).info())["index_name"] == keys.index_name(key_prefix)
+    finally:
+        await cache.close()
+        await redis.ft(keys.index_name(key_prefix)).dropindex(delete_documents=True)
+
+
+async def test_a_dropped_index_is_made_again_and_indexes_what_was_stored(
+        redis: Redis, key_prefix: str, embedder: LocalEmbedder) -> None:
+    cache = ResponseCache(redis, make_settings_for(key_prefix, embeddings="local"), embedder=embedder,
+                          setup_retry=0.05)
+    try:
+        assert await cache.setup()
+        await seed(cache)
+        await redis.ft(keys.index_name(key_prefix)).dropindex(delete_documents=False)
+        # the search finds no index: a miss, not an error for the caller
+        assert (await cache.lookup(A, chat_fp(FRANCE_AGAIN))).status == "miss"
+        info = None
+        for _ in range(250):  # made again with no further request: poll Redis itself
+            await asyncio.sleep(0.02)
+            with suppress(Exception):
+                info = await redis.ft(keys.index_name(key_prefix)).info()
+                if int(info["num_docs"]) == 1:  # it scanned the answer stored before the drop
+                    break
+        assert info is not None and int(info["num_docs"]) == 1
+        hit = await cache.lookup(A, chat_fp(FRANCE_AGAIN))
+        assert hit.status == "semantic" and hit.matched_query == FRANCE
+    finally:
+        await cache.close()
+        await redis.ft(keys.index_name(key_prefix)).dropindex(delete_documents=True)
