@@ -2,7 +2,8 @@
 read them (the settings hold the values). https upstreams go through a ``CONNECT`` tunnel, http ones as
 absolute-form requests; credentials in the proxy URL become ``Proxy-Authorization: Basic``. Loopback hosts
 never go through a proxy (as Go's clients do): a local upstream or embeddings server keeps working when a
-corporate proxy is set for everything else."""
+corporate proxy is set for everything else. ``NO_PROXY`` takes host names, domain suffixes, ``*`` and, as
+curl 7.86+ and Go do, CIDR blocks (``10.0.0.0/8``), which match upstreams given by IP address."""
 
 from __future__ import annotations
 
@@ -48,6 +49,24 @@ class ProxyEndpoint:
         return cls(parts.hostname, parts.port or 80, authorization)
 
 
+def _in_networks(host: str, no_proxy: str) -> bool:
+    """Whether ``host``, an IP address, falls in a CIDR block listed in ``no_proxy`` (names never resolve)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        entry = entry.strip()
+        if "/" not in entry:
+            continue
+        try:
+            if address in ipaddress.ip_network(entry.strip("[]"), strict=False):
+                return True
+        except ValueError:  # not a network (or another family's): only what parses is an exclusion
+            continue
+    return False
+
+
 def _loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
         return True
@@ -71,7 +90,8 @@ class EgressProxy:
         host = parts.hostname
         if proxy is None or not host or _loopback(host):
             return None
-        if self.no_proxy and proxy_bypass_environment(f"{host}:{parts.port}" if parts.port else host,
-                                                      {"no": self.no_proxy}):
+        if self.no_proxy and (
+                proxy_bypass_environment(f"{host}:{parts.port}" if parts.port else host, {"no": self.no_proxy})
+                or _in_networks(host, self.no_proxy)):
             return None
         return proxy

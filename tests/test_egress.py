@@ -31,6 +31,17 @@ def test_no_proxy_star_bypasses_everything():
     assert EgressProxy(https="http://proxy:3128", no_proxy="*").for_url("https://openrouter.ai/api/v1") is None
 
 
+@pytest.mark.parametrize(("url", "proxied"), [
+    ("http://10.2.3.4:8000/v1", False), ("https://192.168.7.9/v1", False), ("http://[fd00::5]:8000/v1", False),
+    ("http://11.0.0.1:8000/v1", True), ("https://192.169.0.1/v1", True), ("http://[fe80::1]/v1", True),
+    ("https://openrouter.ai/api/v1", True),  # a name is never resolved to match a block
+])
+def test_no_proxy_cidr_blocks_match_upstreams_given_by_address(url, proxied):
+    egress = load_settings(env={"HTTPS_PROXY": "http://proxy:3128", "HTTP_PROXY": "http://proxy:3128",
+                                "NO_PROXY": "10.0.0.0/8, 192.168.0.0/16,fd00::/8,not/a-network"}).egress()
+    assert (egress.for_url(url) is not None) is proxied
+
+
 @pytest.mark.parametrize("value", ["socks5://proxy:1080", "https://proxy:443", "http://:3128", "http://proxy:port"])
 def test_a_proxy_that_cannot_be_used_stops_start_up_naming_the_variable(value):
     with pytest.raises(SettingsError, match="HTTPS_PROXY"):
