@@ -288,6 +288,33 @@ async def test_concurrent_writers_each_roll_up_only_their_own_rows(pool, tmp_pat
     await rollup_matches_raw(pool)
 
 
+async def test_a_backlog_is_written_two_batches_at_a_time_each_row_once(pool, tmp_path, monkeypatch) -> None:
+    active = peak = 0
+
+    async def slow_copy_rows(conn, rows):
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            await asyncio.sleep(0.03)  # a busy database: the next batch is ready before this one is stored
+            return await copy_rows(conn, rows)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(writer_module, "copy_rows", slow_copy_rows)
+    writer = LogWriter(settings(tmp_path, log_batch_size=20), pool, TABLE)
+    await writer.start()
+    now = datetime.now(UTC)
+    for i in range(400):
+        writer.submit(make_record(i, rid=f"backlog-{i}", when=now - timedelta(days=i % 3)))
+    assert await writer.flush()
+    await writer.stop()
+    assert peak == writer_module.WRITES_IN_FLIGHT == 2  # never more: each write holds a connection
+    assert await count(pool) == 400 and writer.written_rows == 400 and writer.duplicate_rows == 0
+    # the two transactions upsert the same rollup groups: no deadlock, nothing counted twice
+    await rollup_matches_raw(pool)
+
+
 async def test_odd_values_are_cleaned_one_by_one_and_stored(pool, tmp_path) -> None:
     class Ratio(float):  # e.g. numpy.float64: not exactly a float, COPY must get a plain one
         pass
