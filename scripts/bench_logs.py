@@ -267,9 +267,10 @@ async def measure_ingest(dsn: str, n: int, spool_dir: Path) -> dict[str, Any]:
 
 
 async def measure_ingest_settled(dsn: str, n: int, spool_dir: Path) -> dict[str, Any]:
-    """``measure_ingest`` after a warm-up of as many records, whose figure is kept beside it: the
-    first writes after the bulk load wait on new WAL segments and the checkpointer's syncs (measured: the
-    first 200,000 rows at 33k rows/s, the next 200,000 at 56k), which a long-running deployment has behind it."""
+    """``measure_ingest`` after a warm-up of as many records, whose figure is kept beside it: the first
+    writes after the bulk load run while autovacuum and the checkpointer are still busy with it and new WAL
+    segments are made (pg_stat_activity shows the writer waiting on them), which a long-running deployment
+    has long behind it (measured, one Postgres: the first 200,000 rows at 33k rows/s, the next at 56k)."""
     warmup = await measure_ingest(dsn, n, spool_dir)
     log(f"  warm-up: {warmup['rows_per_s']:,.0f} rows/s")
     return {**await measure_ingest(dsn, n, spool_dir), "warmup": warmup}
