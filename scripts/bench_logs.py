@@ -271,9 +271,12 @@ async def measure_ingest_settled(dsn: str, n: int, spool_dir: Path) -> dict[str,
     writes after the bulk load run while autovacuum and the checkpointer are still busy with it and new WAL
     segments are made (pg_stat_activity shows the writer waiting on them), which a long-running deployment
     has long behind it (measured, one Postgres: the first 200,000 rows at 33k rows/s, the next at 56k)."""
+    log(f"writer ingest: {n:,} CallRecords")
     warmup = await measure_ingest(dsn, n, spool_dir)
     log(f"  warm-up: {warmup['rows_per_s']:,.0f} rows/s")
-    return {**await measure_ingest(dsn, n, spool_dir), "warmup": warmup}
+    ingest = await measure_ingest(dsn, n, spool_dir)
+    log(f"  {ingest['rows_per_s']:,.0f} rows/s, {ingest['cpu_us_per_row']} us CPU per row in this process")
+    return {**ingest, "warmup": warmup}
 
 
 def _measure_ingest_only(procs: Any, tmp: Path, data: Path, rows: int, ingest_rows: int) -> dict[str, Any]:
@@ -304,9 +307,7 @@ def _measure_ingest_only(procs: Any, tmp: Path, data: Path, rows: int, ingest_ro
             await conn.close()
 
     asyncio.run(prepare())
-    log(f"writer ingest: {ingest_rows:,} CallRecords")
     ingest = asyncio.run(measure_ingest_settled(pg.url, ingest_rows, tmp / "ingest-spool"))
-    log(f"  {ingest['rows_per_s']:,.0f} rows/s, {ingest['cpu_us_per_row']} us CPU per row in this process")
     return ingest
 
 
@@ -545,9 +546,7 @@ def _measure(args: argparse.Namespace, procs: Any, tmp: Path, data: Path, rows: 
         print(f"\n### {name}\n" + "\n".join(lines), file=sys.stderr)
     if args.api_only:
         return seeding, timed, plans, {"rows": 0, "seconds": 0.0, "rows_per_s": 0.0, "skipped": True}
-    log(f"writer ingest: {ingest_rows:,} CallRecords")
     ingest = asyncio.run(measure_ingest_settled(pg.url, ingest_rows, tmp / "ingest-spool"))
-    log(f"  {ingest['rows_per_s']:,.0f} rows/s, {ingest['cpu_us_per_row']} us CPU per row in this process")
     return seeding, timed, plans, ingest
 
 
